@@ -1,0 +1,39 @@
+# vae: train, sample, reconstruct and evaluate variational autoencoders.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+ARGS   ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install test lint format train tensorboard clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+
+install: $(BIN)/python ## Create .venv and install vae (editable) with the dev extras
+	$(BIN)/python -m pip install -e '.[dev]'
+
+test: ## Run the test suite
+	$(BIN)/python -m pytest -q
+
+lint: ## Lint with ruff
+	$(BIN)/ruff check vae_cli tests benchmarks
+	$(BIN)/ruff format --check vae_cli tests benchmarks
+
+format: ## Format the code with ruff
+	$(BIN)/ruff format vae_cli tests benchmarks
+	$(BIN)/ruff check --fix vae_cli tests benchmarks
+
+train: ## Train with the default config; pass overrides as ARGS='model=conv dataset=synthetic'
+	$(BIN)/vae train $(ARGS)
+
+tensorboard: ## Open TensorBoard on outputs/
+	$(BIN)/tensorboard --logdir outputs
+
+clean: ## Remove caches and build files (keeps outputs/ and data/)
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +

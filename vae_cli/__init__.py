@@ -1,0 +1,1 @@
+"""vae: train, sample, reconstruct and evaluate VAEs from the command line."""

@@ -1,0 +1,3 @@
+from vae_cli.cli import main
+
+main()

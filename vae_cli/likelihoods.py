@@ -1,0 +1,109 @@
+"""Decoder likelihoods p(x|z): how decoder outputs become log-probabilities and images.
+
+Each likelihood turns the decoder's output tensor ("params", shape (N, P*C, H, W) where P is
+`param_channels`) into a per-example log p(x|z), summed over all data dimensions, in nats.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vae_cli.config import LossConfig
+from vae_cli.registry import Registry
+
+LIKELIHOODS: Registry = Registry("loss")
+
+
+class Likelihood(nn.Module):
+    #: decoder output channels per data channel
+    param_channels: int = 1
+
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) per example, summed over every data dimension: shape (N,)."""
+        raise NotImplementedError
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        """E[x|z], the image shown for a decoded code."""
+        raise NotImplementedError
+
+    def sample(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A draw x ~ p(x|z)."""
+        raise NotImplementedError
+
+
+def _sum_per_example(t: torch.Tensor) -> torch.Tensor:
+    return t.flatten(1).sum(1)
+
+
+class Bernoulli(Likelihood):
+    """p(x|z) = prod_i Bern(x_i; sigmoid(logit_i)); valid for x in [0, 1] (the continuous-valued
+    use is the usual 'BCE on grey levels' and is not normalised for non-binary x)."""
+
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        # log Bern(x; sigmoid(l)) = -BCEWithLogits(l, x), numerically stable.
+        nll = F.binary_cross_entropy_with_logits(params.float(), x.float(), reduction="none")
+        return -_sum_per_example(nll)
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(params.float())
+
+    def sample(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.bernoulli(self.mean(params), generator=generator)
+
+
+class Gaussian(Likelihood):
+    """p(x|z) = prod_i N(x_i; mu_i, sigma_i^2) with sigma fixed, learned once for all pixels
+    ('global') or predicted per pixel by the decoder ('pixel')."""
+
+    def __init__(self, variance: str, sigma: float, min_sigma: float) -> None:
+        super().__init__()
+        self.variance = variance
+        self.min_log_sigma = math.log(min_sigma)
+        self.param_channels = 2 if variance == "pixel" else 1
+        log_sigma = torch.tensor(math.log(sigma))
+        if variance == "global":
+            self.log_sigma = nn.Parameter(log_sigma)
+        else:
+            self.register_buffer("log_sigma", log_sigma)
+
+    def _split(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        params = params.float()
+        if self.variance == "pixel":
+            mu, log_sigma = params.chunk(2, dim=1)
+        else:
+            mu, log_sigma = params, self.log_sigma.expand_as(params)
+        return mu, log_sigma.clamp(min=self.min_log_sigma)
+
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        mu, log_sigma = self._split(params)
+        # log N(x; mu, s^2) = -(x - mu)^2 / (2 s^2) - log s - log(2 pi) / 2
+        log_p = (
+            -0.5 * ((x.float() - mu) * torch.exp(-log_sigma)) ** 2 - log_sigma - 0.5 * math.log(2 * math.pi)
+        )
+        return _sum_per_example(log_p)
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        return self._split(params)[0]
+
+    def sample(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        mu, log_sigma = self._split(params)
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        return mu + torch.exp(log_sigma) * eps
+
+
+@LIKELIHOODS.register("bernoulli")
+def _bernoulli(cfg: LossConfig) -> Likelihood:
+    return Bernoulli()
+
+
+@LIKELIHOODS.register("gaussian")
+def _gaussian(cfg: LossConfig) -> Likelihood:
+    return Gaussian(cfg.variance, cfg.sigma, cfg.min_sigma)
+
+
+def create_likelihood(cfg: LossConfig) -> Likelihood:
+    return LIKELIHOODS.get(cfg.name)(cfg)

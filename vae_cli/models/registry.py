@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from torch import nn
+
+from vae_cli.config import ModelConfig
+from vae_cli.errors import ConfigError
+from vae_cli.likelihoods import Likelihood
+from vae_cli.models.vae import VAE
+from vae_cli.registry import Registry
+
+#: name -> builder(cfg, image_shape, latent_dim, out_channels) -> (encoder, decoder)
+MODELS: Registry = Registry("model")
+
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "silu": nn.SiLU,
+    "gelu": nn.GELU,
+    "elu": nn.ELU,
+    "tanh": nn.Tanh,
+}
+
+
+def activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ConfigError(
+            f"model.activation={name} is invalid: choose one of {', '.join(sorted(ACTIVATIONS))}"
+        )
+    return ACTIVATIONS[name]()
+
+
+def create_model(
+    cfg: ModelConfig, image_shape: tuple[int, int, int], latent_dim: int, likelihood: Likelihood
+) -> VAE:
+    """Build the VAE for images of `image_shape` (C, H, W)."""
+    out_channels = likelihood.param_channels * image_shape[0]
+    encoder, decoder = MODELS.get(cfg.name)(cfg, tuple(image_shape), latent_dim, out_channels)
+    return VAE(encoder, decoder, likelihood, latent_dim, tuple(image_shape))
