@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint format train tensorboard clean
+.PHONY: help install test lint format train bench tensorboard clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ format: ## Format the code with ruff
 
 train: ## Train with the default config; pass overrides as ARGS='model=conv dataset=synthetic'
 	$(BIN)/vae train $(ARGS)
+
+bench: ## Time vae's training against the textbook PyTorch loop (benchmarks/bench.py)
+	$(BIN)/python benchmarks/bench.py $(ARGS)
 
 tensorboard: ## Open TensorBoard on outputs/
 	$(BIN)/tensorboard --logdir outputs
