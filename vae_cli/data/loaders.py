@@ -1,0 +1,160 @@
+"""Batches for training and evaluation, from memory or from disk, in the same order for a given seed.
+
+In-memory splits are held once as a uint8 tensor on the device and sliced by a shuffled index: no
+per-item Python, no PIL. On-disk datasets (CelebA) go through a DataLoader with workers. Both draw the
+epoch's order from `epoch_order`, so for the same seed they yield the same batches.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from vae_cli.data.base import ImageSplit, Split
+
+
+def prepare_batch(
+    images: torch.Tensor, binarize: str, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """uint8 images in 0..255 -> float in [0, 1]; dynamic binarisation draws x ~ Bern(intensity) afresh."""
+    x = images.float().div_(255.0)
+    if binarize == "dynamic":
+        x = torch.bernoulli(x, generator=generator)
+    return x
+
+
+def epoch_order(n: int, shuffle: bool, seed: int, epoch: int) -> torch.Tensor:
+    if not shuffle:
+        return torch.arange(n)
+    # A fresh generator per (seed, epoch): the order never depends on what ran before, so resuming
+    # at an epoch boundary replays exactly the same batches.
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+class EpochBatchSampler(Sampler[list[int]]):
+    """Batches of indices in `epoch_order`; `set_epoch(epoch, start_batch)` can skip the batches an
+    interrupted run already took, so a mid-epoch resume continues with the very next batch."""
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int) -> None:
+        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.epoch = self.start_batch = 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def order(self) -> torch.Tensor:
+        """This epoch's remaining example indices, in order."""
+        order = epoch_order(self.n, self.shuffle, self.seed, self.epoch)
+        return order[self.start_batch * self.batch_size :]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = self.order()
+        for start in range(0, len(order), self.batch_size):
+            yield order[start : start + self.batch_size].tolist()
+
+    def __len__(self) -> int:
+        return -(-self.n // self.batch_size)
+
+
+class BatchSource:
+    """Iterable of uint8 image batches on the device; `set_epoch` picks the epoch's shuffle."""
+
+    num_examples: int
+    sampler: EpochBatchSampler
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.sampler.set_epoch(epoch, start_batch)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+class InMemoryBatches(BatchSource):
+    def __init__(
+        self, split: ImageSplit, batch_size: int, shuffle: bool, seed: int, device: torch.device
+    ) -> None:
+        self.images = split.images.to(device)
+        self.sampler = EpochBatchSampler(len(split), batch_size, shuffle, seed)
+        self.num_examples = len(split)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        order = self.sampler.order().to(self.images.device)
+        for start in range(0, len(order), self.sampler.batch_size):
+            yield self.images[order[start : start + self.sampler.batch_size]]
+
+
+class _ImagesOnly(Dataset):
+    def __init__(self, split: ImageSplit) -> None:
+        self.images = split.images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.images[i]
+
+
+def default_num_workers() -> int:
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+class LoaderBatches(BatchSource):
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        device: torch.device,
+        num_workers: int | None,
+    ) -> None:
+        workers = default_num_workers() if num_workers is None else num_workers
+        self.sampler = EpochBatchSampler(len(dataset), batch_size, shuffle, seed)
+        self.device = device
+        self.loader = DataLoader(
+            dataset,
+            batch_sampler=self.sampler,
+            num_workers=workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=workers > 0,
+            prefetch_factor=4 if workers > 0 else None,
+            # Its own generator: iterating never consumes the global RNG, so both paths draw alike.
+            generator=torch.Generator().manual_seed(seed),
+        )
+        self.num_examples = len(dataset)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for images in self.loader:
+            yield images.to(self.device, non_blocking=True)
+
+
+def materialize(dataset: Dataset, num_workers: int | None) -> ImageSplit:
+    """Read a whole on-disk dataset once into a uint8 tensor."""
+    workers = default_num_workers() if num_workers is None else num_workers
+    loader = DataLoader(dataset, batch_size=256, num_workers=workers)
+    return ImageSplit(torch.cat(list(loader)))
+
+
+def make_batches(
+    split: Split,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    device: torch.device,
+    in_memory: str = "auto",
+    num_workers: int | None = None,
+) -> BatchSource:
+    """Choose the path: in memory when the split already is (auto) or when asked (true)."""
+    if isinstance(split, ImageSplit):
+        if in_memory == "false":
+            return LoaderBatches(_ImagesOnly(split), batch_size, shuffle, seed, device, num_workers)
+        return InMemoryBatches(split, batch_size, shuffle, seed, device)
+    if in_memory == "true":
+        return InMemoryBatches(materialize(split, num_workers), batch_size, shuffle, seed, device)
+    return LoaderBatches(split, batch_size, shuffle, seed, device, num_workers)
