@@ -12,8 +12,9 @@ import random
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -26,33 +27,36 @@ FORMAT_VERSION = 1
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write to a temporary file in the same folder, fsync, then rename: a crash leaves the old file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _write_atomically(path, lambda f: torch.save(payload, f))
+
+
+def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a checkpoint is an ordinary file
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as e:
+        kept = f"the previous {path.name} is intact" if path.is_file() else "nothing was written"
+        raise CheckpointError(
+            f"could not write {path}: {e.strerror or e}; {kept}; free disk space or choose another output "
+            f"folder (hydra.run.dir=<path>)"
+        ) from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)  # gone already after a successful rename
 
 
 def copy_checkpoint(src: Path, dst: Path) -> None:
     """Copy a checkpoint file atomically (temporary file in the destination folder, then rename)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "wb") as f, open(src, "rb") as g:
-            shutil.copyfileobj(g, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with open(src, "rb") as g:
+        _write_atomically(dst, lambda f: shutil.copyfileobj(g, f))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

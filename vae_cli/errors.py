@@ -1,10 +1,23 @@
-"""User-facing errors: anything the user can fix by changing an argument, a file or a path."""
+"""User-facing errors: anything the user can fix by changing an argument, a file or a path.
+
+They are printed as one line, `error: ...`, with exit code 2 (130 for an interrupt) and no traceback;
+`HYDRA_FULL_ERROR=1` shows the traceback for debugging.
+"""
 
 from __future__ import annotations
+
+import errno
+import os
+import re
+import sys
+from collections.abc import Callable
+from typing import Any
 
 
 class VaeError(Exception):
     """An error the user can fix; printed as one line, without a traceback."""
+
+    exit_code = 2
 
 
 class ConfigError(VaeError):
@@ -17,3 +30,79 @@ class DataError(VaeError):
 
 class CheckpointError(VaeError):
     """A checkpoint is missing, truncated, foreign or incompatible."""
+
+
+class TrainingStopped(VaeError):
+    """Training stopped early (interrupt, non-finite loss); a checkpoint says where to resume."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+#: errno values that mean "the user's disk or folder", not a bug.
+USER_OS_ERRORS = {
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.ENOENT,
+    errno.ENOTDIR,
+    errno.EISDIR,
+}
+_NOISE = re.compile(
+    r"^\s*(full_key|object_type|reference_type|Set the environment variable HYDRA_FULL_ERROR)"
+)
+
+
+def one_line(message: str) -> str:
+    """Squeeze a multi-line (Hydra/OmegaConf) message into one line, keeping what says what to fix."""
+    lines = []
+    for line in str(message).splitlines():
+        if line.strip().startswith("Config search path"):
+            break
+        if line.strip() and not _NOISE.match(line):
+            lines.append(line.strip())
+    text = " ".join(lines)
+    return re.sub(r"Available options in '(\w+)': ", r"available options in '\1': ", text)
+
+
+def is_user_error(ex: BaseException) -> bool:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(ex, VaeError | HydraException | OmegaConfBaseException):
+        return True
+    return isinstance(ex, OSError) and ex.errno in USER_OS_ERRORS
+
+
+def report_user_errors(func: Callable[[], Any]) -> Any:
+    """Replacement for Hydra's run_and_report: user errors become one line on stderr and exit code 2;
+    anything else (a bug) keeps its traceback."""
+    try:
+        return func()
+    except Exception as ex:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or not is_user_error(ex):
+            raise
+        print(f"error: {describe(ex)}", file=sys.stderr)
+        sys.exit(getattr(ex, "exit_code", 2))
+
+
+def describe(ex: BaseException) -> str:
+    """One line for a user error, with the underlying cause where Hydra wraps one."""
+    from hydra.errors import HydraException
+
+    if isinstance(ex, OSError) and not isinstance(ex, VaeError | HydraException):
+        where = f" {ex.filename}" if ex.filename else ""
+        return (
+            f"cannot write{where}: {ex.strerror}; check the path and its permissions and free space, "
+            f"or choose another output folder with hydra.run.dir=<path>"
+        )
+    text = one_line(str(ex))
+    cause = ex.__cause__
+    if cause is not None and not isinstance(ex, VaeError):
+        cause_text = one_line(str(cause))
+        if cause_text and cause_text not in text:
+            text = f"{text}: {cause_text}"
+    return text

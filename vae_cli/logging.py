@@ -18,7 +18,7 @@ log = logging.getLogger("vae")
 console = Console(stderr=True)
 
 
-def epoch_progress() -> Progress:
+def epoch_progress(enabled: bool = True) -> Progress:
     return Progress(
         TextColumn("[bold]epoch {task.fields[epoch]}"),
         BarColumn(),
@@ -27,23 +27,29 @@ def epoch_progress() -> Progress:
         TimeElapsedColumn(),
         console=console,
         transient=True,
+        disable=not enabled,
     )
 
 
 class TensorBoard:
-    def __init__(self, folder: Path) -> None:
-        self.writer = SummaryWriter(str(folder))
+    """A SummaryWriter; disabled (writing nothing) on every process but rank 0."""
+
+    def __init__(self, folder: Path, enabled: bool = True) -> None:
+        self.writer = SummaryWriter(str(folder)) if enabled else None
 
     def scalars(self, prefix: str, values: Mapping[str, float], step: int) -> None:
-        for name, value in values.items():
-            self.writer.add_scalar(f"{prefix}/{name}", value, step)
+        if self.writer is not None:
+            for name, value in values.items():
+                self.writer.add_scalar(f"{prefix}/{name}", value, step)
 
     def image_grid(self, tag: str, images: torch.Tensor, step: int, nrow: int = 8) -> None:
-        grid = make_grid(images.detach().float().clamp(0, 1).cpu(), nrow=nrow, padding=2, pad_value=0.5)
-        self.writer.add_image(tag, grid, step)
+        if self.writer is not None:
+            grid = make_grid(images.detach().float().clamp(0, 1).cpu(), nrow=nrow, padding=2, pad_value=0.5)
+            self.writer.add_image(tag, grid, step)
 
     def close(self) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
 
 
 def interleave_rows(originals: torch.Tensor, reconstructions: torch.Tensor, nrow: int) -> torch.Tensor:

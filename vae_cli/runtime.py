@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import signal
+import threading
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -65,3 +68,33 @@ def maybe_compile(model: nn.Module, enabled: bool) -> Callable:
     except Exception as e:  # noqa: BLE001  unsupported platform or Python: train eagerly instead
         log.warning("train.compile=true skipped: torch.compile is unavailable here (%s)", e)
         return model
+
+
+class GracefulStop:
+    """While active, the first SIGINT (Ctrl-C) or SIGTERM only asks the loop to stop after the current
+    step, so it can write a resumable checkpoint; a second one raises KeyboardInterrupt at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+        log.warning(
+            "%s received: stopping after this step to write a checkpoint (again to quit at once)",
+            self.requested,
+        )
+
+    def __enter__(self) -> GracefulStop:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)

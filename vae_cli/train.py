@@ -9,12 +9,13 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel
 
 from vae_cli.checkpoint import (
     copy_checkpoint,
@@ -25,12 +26,14 @@ from vae_cli.checkpoint import (
 )
 from vae_cli.config import validate_train_config
 from vae_cli.data import BatchSource, DataBundle, create_dataset, make_batches, prepare_batch
-from vae_cli.errors import ConfigError, VaeError
+from vae_cli.distributed import Dist, init_distributed, shutdown
+from vae_cli.errors import ConfigError, TrainingStopped, VaeError
 from vae_cli.likelihoods import create_likelihood
 from vae_cli.logging import TensorBoard, console, epoch_progress, fmt, interleave_rows, metrics_table
 from vae_cli.models import VAE, create_model
 from vae_cli.objectives import beta_at, elbo_terms
 from vae_cli.runtime import (
+    GracefulStop,
     autocast,
     check_precision,
     configure_backends,
@@ -44,82 +47,139 @@ log = logging.getLogger("vae")
 #: Config sections that define the model; a resumed run must keep them.
 MODEL_DEFINING_KEYS = ("dataset", "model", "loss", "latent_dim")
 NUM_IMAGES = 64
+DIST_TIMEOUT_S = 900  # a rank that dies makes the others fail after this long instead of hanging
 
 
 @dataclass
 class Progress:
     epoch: int = 0  # epochs completed
     step: int = 0  # optimisation steps taken
+    batch_in_epoch: int = 0  # batches of the current epoch already taken (non-zero only when interrupted)
+    partial: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])  # that epoch's sums so far
     best_val: float = math.inf
     best_epoch: int = 0
+    skipped: int = 0  # non-finite steps skipped (train.skip_nonfinite)
+
+
+@dataclass
+class Run:
+    """What every step needs: the config, the model (and how to call it), the optimiser, where to write."""
+
+    cfg: DictConfig
+    data: DataBundle
+    model: VAE  # the plain module: its state_dict has no `module.`/`_orig_mod.` prefixes
+    forward: Any  # the model's forward pass as trained: compiled and/or wrapped in DDP
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    dist: Dist
+    tb: TensorBoard
+    ckpt_dir: Path
+    progress: Progress
+    stop: GracefulStop
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train a VAE as `cfg` says, writing TensorBoard events, checkpoints and metrics.json into run_dir."""
     validate_train_config(cfg)
     tc = cfg.train
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    check_precision(device, tc.precision)
-    configure_backends(device)
+    dist, device = init_distributed(resolve_device(cfg.device), DIST_TIMEOUT_S)
+    try:
+        seed_everything(cfg.seed + dist.rank)
+        check_precision(device, tc.precision)
+        configure_backends(device)
+        data = create_dataset(cfg.dataset, cfg.data_dir)
+        model = create_model(cfg.model, data.shape, cfg.latent_dim, create_likelihood(cfg.loss)).to(device)
+        if cfg.model.name == "conv" and device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = create_optimizer(model, cfg)
+        scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "16-mixed")
+        progress = Progress()
+        if tc.resume:
+            progress = resume_from(Path(tc.resume), cfg, model, optimizer, scaler, run_dir, dist)
+        wrapped = (
+            DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+            if dist.enabled
+            else model
+        )
+        with GracefulStop() as stop:
+            run = Run(
+                cfg,
+                data,
+                model,
+                maybe_compile(wrapped, tc.compile),
+                optimizer,
+                scaler,
+                device,
+                dist,
+                TensorBoard(run_dir / "tensorboard", enabled=dist.is_main),
+                run_dir / "checkpoints",
+                progress,
+                stop,
+            )
+            return fit(run, run_dir)
+    except torch.cuda.OutOfMemoryError:
+        raise VaeError(
+            f"CUDA out of memory at train.batch_size={tc.batch_size}: use a smaller one, "
+            f"e.g. train.batch_size={max(1, tc.batch_size // 2)}"
+        ) from None
+    finally:
+        shutdown()
 
-    data = create_dataset(cfg.dataset, cfg.data_dir)
-    model = create_model(cfg.model, data.shape, cfg.latent_dim, create_likelihood(cfg.loss)).to(device)
-    if cfg.model.name == "conv" and device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = create_optimizer(model, cfg)
-    scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "16-mixed")
-    progress = Progress()
-    if tc.resume:
-        progress = resume_from(Path(tc.resume), cfg, model, optimizer, scaler, run_dir)
-    forward = maybe_compile(model, tc.compile)
 
+def fit(run: Run, run_dir: Path) -> dict[str, Any]:
+    cfg, tc, data, progress = run.cfg, run.cfg.train, run.data, run.progress
+    shard = {"rank": run.dist.rank, "world_size": run.dist.world_size}
     train_batches = make_batches(
-        data.train, tc.batch_size, True, cfg.seed, device, cfg.dataset.in_memory, tc.num_workers
+        data.train, tc.batch_size, True, cfg.seed, run.device, cfg.dataset.in_memory, tc.num_workers, **shard
     )
     val_batches = make_batches(
-        data.val, tc.batch_size, False, cfg.seed, device, cfg.dataset.in_memory, tc.num_workers
+        data.val, tc.batch_size, False, cfg.seed, run.device, cfg.dataset.in_memory, tc.num_workers, **shard
     )
     warmup_steps = round(tc.kl_warmup_epochs * len(train_batches))
-    tb = TensorBoard(run_dir / "tensorboard")
-    ckpt_dir = run_dir / "checkpoints"
     log.info(
-        "training %s on %s (%d train / %d val examples, %s) on %s; %s parameters",
+        "training %s on %s (%d train / %d val examples, %s) on %s%s; %s parameters",
         cfg.model.name,
         data.name,
         len(data.train),
         len(data.val),
         "x".join(map(str, data.shape)),
-        device,
-        f"{sum(p.numel() for p in model.parameters()):,}",
+        run.device,
+        f" x {run.dist.world_size} processes" if run.dist.enabled else "",
+        f"{sum(p.numel() for p in run.model.parameters()):,}",
     )
 
     started = time.perf_counter()
     train_metrics: dict[str, float] = {}
     val_metrics: dict[str, float] = {}
     for epoch in range(progress.epoch, tc.epochs):
-        train_batches.set_epoch(epoch)
+        train_batches.set_epoch(epoch, progress.batch_in_epoch)
         epoch_start = time.perf_counter()
-        train_metrics = train_epoch(
-            forward, model, optimizer, scaler, train_batches, data, cfg, progress, warmup_steps, tb, device
-        )
+        train_metrics = train_epoch(run, train_batches, warmup_steps)
+        if run.stop.requested:
+            raise interrupted(run, train_metrics)
         train_metrics["examples_per_sec"] = len(data.train) / (time.perf_counter() - epoch_start)
         val_metrics = evaluate_batches(
-            model, val_batches, data.binarize, cfg.beta, cfg.seed, device, tc.precision
+            run.model, val_batches, data.binarize, cfg.beta, cfg.seed, run.device, tc.precision, run.dist
         )
         progress.epoch = epoch + 1
 
-        tb.scalars("train", {"examples_per_sec": train_metrics["examples_per_sec"]}, progress.step)
-        tb.scalars("val", val_metrics, progress.step)
-        if tc.image_every and (progress.epoch % tc.image_every == 0 or progress.epoch == tc.epochs):
-            log_images(tb, model, val_batches, data, cfg.seed, progress.step)
+        run.tb.scalars("train", {"examples_per_sec": train_metrics["examples_per_sec"]}, progress.step)
+        run.tb.scalars("val", val_metrics, progress.step)
+        if (
+            run.dist.is_main
+            and tc.image_every
+            and (progress.epoch % tc.image_every == 0 or progress.epoch == tc.epochs)
+        ):
+            log_images(run.tb, run.model, val_batches, data, cfg.seed, progress.step)
         is_best = val_metrics["loss"] < progress.best_val
         if is_best:
             progress.best_val, progress.best_epoch = val_metrics["loss"], progress.epoch
-        payload = checkpoint_payload(cfg, model, optimizer, scaler, progress, train_metrics, val_metrics)
-        save_checkpoint(ckpt_dir / "last.ckpt", payload)
-        if is_best:
-            save_checkpoint(ckpt_dir / "best.ckpt", payload)
+        if run.dist.is_main:
+            payload = checkpoint_payload(run, train_metrics, val_metrics)
+            save_checkpoint(run.ckpt_dir / "last.ckpt", payload)
+            if is_best:
+                save_checkpoint(run.ckpt_dir / "best.ckpt", payload)
         log.info(
             "epoch %d/%d  train loss %s  val loss %s (recon %s, KL %s)%s  %.0f ex/s",
             progress.epoch,
@@ -132,18 +192,21 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             train_metrics["examples_per_sec"],
         )
 
-    # The reported test numbers are the best (by validation loss) model's.
-    best = ckpt_dir / "best.ckpt"
+    run.dist.barrier()
+    if not run.dist.is_main:
+        return {}
+    # The reported test numbers are the best (by validation loss) model's, on all of the test split.
+    best = run.ckpt_dir / "best.ckpt"
     if best.is_file():
-        model.load_state_dict(load_checkpoint(best, device)["model"])
+        run.model.load_state_dict(load_checkpoint(best, run.device)["model"])
     test_batches = make_batches(
-        data.test, tc.batch_size, False, cfg.seed, device, cfg.dataset.in_memory, tc.num_workers
+        data.test, tc.batch_size, False, cfg.seed, run.device, cfg.dataset.in_memory, tc.num_workers
     )
     test_metrics = evaluate_batches(
-        model, test_batches, data.binarize, cfg.beta, cfg.seed, device, tc.precision
+        run.model, test_batches, data.binarize, cfg.beta, cfg.seed, run.device, tc.precision
     )
-    tb.scalars("test", test_metrics, progress.step)
-    tb.close()
+    run.tb.scalars("test", test_metrics, progress.step)
+    run.tb.close()
 
     metrics = {
         "train": train_metrics,
@@ -153,6 +216,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "best_val_loss": progress.best_val,
         "epochs": progress.epoch,
         "steps": progress.step,
+        "skipped_steps": progress.skipped,
+        "world_size": run.dist.world_size,
         "wall_time_s": time.perf_counter() - started,
         "units": "nats per example",
     }
@@ -171,71 +236,133 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return metrics
 
 
-def train_epoch(
-    forward: Any,
-    model: VAE,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    batches: BatchSource,
-    data: DataBundle,
-    cfg: DictConfig,
-    progress: Progress,
-    warmup_steps: int,
-    tb: TensorBoard,
-    device: torch.device,
-) -> dict[str, float]:
-    """One pass over the training data. Sums stay on the device; they are read once per `log_every` steps."""
-    tc = cfg.train
-    model.train()
-    sums = torch.zeros(3, device=device)  # loss, recon, kl, each summed over examples
-    window = torch.zeros(3, device=device)
-    seen = window_seen = 0
-    with epoch_progress() as bar:
-        task = bar.add_task("train", total=len(batches), epoch=progress.epoch + 1, loss="...")
+def train_epoch(run: Run, batches: BatchSource, warmup_steps: int) -> dict[str, float]:
+    """One pass over the training data (or what is left of it after a mid-epoch resume).
+
+    Sums stay on the device and are read once per `log_every` steps: no host sync per step, unless
+    `train.skip_nonfinite` asks to inspect every step (or several processes must agree to stop)."""
+    cfg, tc, progress, device = run.cfg, run.cfg.train, run.progress, run.device
+    run.model.train()
+    sums = torch.tensor(progress.partial, device=device)  # loss, recon, kl (summed over examples), count
+    window, window_seen = torch.zeros(3, device=device), 0
+    first_bad_step = torch.tensor(-1.0, device=device)  # the first non-finite step, recorded without a sync
+    with epoch_progress(enabled=run.dist.is_main) as bar:
+        task = bar.add_task(
+            "train",
+            total=len(batches),
+            completed=progress.batch_in_epoch,
+            epoch=progress.epoch + 1,
+            loss="...",
+        )
         for images in batches:
-            x = prepare_batch(images, data.binarize)
+            x = prepare_batch(images, run.data.binarize)
             beta = beta_at(progress.step, cfg.beta, warmup_steps)
             with autocast(device, tc.precision):
-                terms = elbo_terms(forward, x)
+                terms = elbo_terms(run.model, x, forward=run.forward)
                 loss = terms.loss(beta)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if tc.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
+            run.optimizer.zero_grad(set_to_none=True)
+            run.scaler.scale(loss).backward()
+            finite = torch.isfinite(loss)
+            if tc.grad_clip > 0 or tc.skip_nonfinite:
+                run.scaler.unscale_(run.optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), tc.grad_clip or math.inf)
+                if not run.scaler.is_enabled():  # with fp16, the scaler itself skips overflowing steps
+                    finite = finite & torch.isfinite(grad_norm)
+            progress.batch_in_epoch += 1
+            bar.advance(task)
+            if tc.skip_nonfinite and not run.dist.all(
+                bool(finite), device
+            ):  # a per-step sync, only in this mode
+                skip_nonfinite_step(run, float(loss.detach()))
+                continue
+            first_bad_step = torch.where((first_bad_step < 0) & ~finite, progress.step + 1.0, first_bad_step)
+            run.scaler.step(run.optimizer)
+            run.scaler.update()
             progress.step += 1
 
-            batch = torch.stack([loss.detach() * len(x), terms.recon.detach().sum(), terms.kl.detach().sum()])
-            window += batch
+            window += torch.stack(
+                [loss.detach() * len(x), terms.recon.detach().sum(), terms.kl.detach().sum()]
+            )
             window_seen += len(x)
-            bar.advance(task)
-            if progress.step % tc.log_every == 0 or window_seen + seen == batches.num_examples:
-                loss_w, recon_w, kl_w = (window / window_seen).tolist()  # the one host sync per interval
-                if not math.isfinite(loss_w):
-                    raise VaeError(
-                        f"the training loss became {loss_w} at epoch {progress.epoch + 1}, step {progress.step}: "
-                        f"lower train.lr, set train.grad_clip, use train.precision=32, or raise loss.min_sigma"
+            stop = run.dist.any(bool(run.stop.requested), device)
+            if progress.step % tc.log_every == 0 or progress.batch_in_epoch == len(batches) or stop:
+                # One host sync per interval; with several processes, the numbers are everyone's.
+                extra = torch.stack(
+                    [torch.tensor(float(window_seen), device=device), (first_bad_step >= 0).float()]
+                )
+                totals = run.dist.sum(torch.cat([window, extra]))
+                loss_w, recon_w, kl_w = (totals[:3] / totals[3].clamp(min=1)).tolist()
+                if totals[4] > 0:
+                    raise nonfinite_error(
+                        loss_w,
+                        progress.epoch,
+                        int(first_bad_step) if first_bad_step >= 0 else progress.step,
+                        run.ckpt_dir,
                     )
-                tb.scalars(
+                run.tb.scalars(
                     "train",
                     {
                         "loss": loss_w,
                         "recon": recon_w,
                         "kl": kl_w,
                         "beta": beta,
-                        "lr": optimizer.param_groups[0]["lr"],
+                        "lr": run.optimizer.param_groups[0]["lr"],
                     },
                     progress.step,
                 )
                 bar.update(task, loss=fmt(loss_w))
-                sums += window
-                seen += window_seen
+                sums += totals[:4]
                 window.zero_()
                 window_seen = 0
-    loss_sum, recon_sum, kl_sum = (sums / max(seen, 1)).tolist()
+            if stop:
+                run.stop.requested = run.stop.requested or "a signal to another process"
+                progress.partial = sums.tolist()
+                return {}
+    progress.batch_in_epoch, progress.partial = 0, [0.0, 0.0, 0.0, 0.0]
+    loss_sum, recon_sum, kl_sum = (sums[:3] / sums[3].clamp(min=1)).tolist()
     return {"loss": loss_sum, "recon": recon_sum, "kl": kl_sum, "neg_elbo": recon_sum + kl_sum}
+
+
+def skip_nonfinite_step(run: Run, loss: float) -> None:
+    progress, allowed = run.progress, run.cfg.train.skip_nonfinite
+    progress.skipped += 1
+    log.warning(
+        "skipped step %d of epoch %d: non-finite loss or gradient (%d of %d allowed)",
+        progress.step + 1,
+        progress.epoch + 1,
+        progress.skipped,
+        allowed,
+    )
+    if progress.skipped > allowed:
+        raise nonfinite_error(
+            loss, progress.epoch, progress.step + 1, run.ckpt_dir, f"more than {allowed} skipped steps"
+        )
+
+
+def nonfinite_error(loss: float, epoch: int, step: int, ckpt_dir: Path, why: str = "") -> TrainingStopped:
+    last = ckpt_dir / "last.ckpt"
+    kept = (
+        f"the last good checkpoint, {last.resolve()}, is kept"
+        if last.is_file()
+        else "no checkpoint was written yet"
+    )
+    return TrainingStopped(
+        f"non-finite training loss ({loss}) at epoch {epoch + 1}, step {step}{' (' + why + ')' if why else ''}; "
+        f"likely causes: a too high train.lr (lower it or set train.grad_clip), reduced precision (use "
+        f"train.precision=32), or a collapsing Gaussian variance (raise loss.min_sigma); {kept}"
+    )
+
+
+def interrupted(run: Run, train_metrics: dict[str, float]) -> TrainingStopped:
+    """Write a resumable checkpoint (mid-epoch: it records how far the epoch got) and say how to go on."""
+    path = run.ckpt_dir / "last.ckpt"
+    if run.dist.is_main:
+        save_checkpoint(path, checkpoint_payload(run, train_metrics, {}))
+    return TrainingStopped(
+        f"{run.stop.requested}: stopped at epoch {run.progress.epoch + 1}, step {run.progress.step}; checkpoint "
+        f"written; continue with: vae train train.resume={path.resolve()} (and the same overrides)",
+        130,
+    )
 
 
 @torch.no_grad()
@@ -247,23 +374,27 @@ def evaluate_batches(
     seed: int,
     device: torch.device,
     precision: str = "32",
+    dist: Dist | None = None,
 ) -> dict[str, float]:
     """Average loss, recon, KL and negative ELBO (nats per example) over a split, with z ~ q(z|x).
 
     A generator seeded the same way every time draws the noise, so the number moves only when the
-    model does, and evaluation leaves the training RNG untouched."""
+    model does, and evaluation leaves the training RNG untouched. With several processes, each
+    evaluates its shard and the sums are all-reduced."""
     model.eval()
-    generator = torch.Generator(device=device).manual_seed(seed)
-    sums = torch.zeros(2, dtype=torch.float64, device=device)
-    n = 0
+    generator = torch.Generator(device=device).manual_seed(seed + (dist.rank if dist else 0))
+    sums, n = torch.zeros(2, dtype=torch.float64, device=device), 0
     for images in batches:
         x = prepare_batch(images, binarize, generator)
         with autocast(device, precision):
             terms = elbo_terms(model, x, generator=generator)
         sums += torch.stack([terms.recon.sum(), terms.kl.sum()]).double()
         n += len(x)
+    totals = torch.cat([sums, torch.tensor([float(n)], dtype=torch.float64, device=device)])
+    if dist is not None:
+        dist.sum(totals)
     model.train()
-    recon, kl = (sums / max(n, 1)).tolist()
+    recon, kl = (totals[:2] / totals[2].clamp(min=1)).tolist()
     return {"loss": recon + beta * kl, "recon": recon, "kl": kl, "neg_elbo": recon + kl}
 
 
@@ -289,26 +420,25 @@ def create_optimizer(model: VAE, cfg: DictConfig) -> torch.optim.Optimizer:
 
 
 def checkpoint_payload(
-    cfg: DictConfig,
-    model: VAE,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    progress: Progress,
-    train_metrics: dict[str, float],
-    val_metrics: dict[str, float],
+    run: Run, train_metrics: dict[str, float], val_metrics: dict[str, float]
 ) -> dict[str, Any]:
+    p = run.progress
     return {
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
-        "epoch": progress.epoch,
-        "step": progress.step,
-        "best_val": progress.best_val,
-        "best_epoch": progress.best_epoch,
+        "config": OmegaConf.to_container(run.cfg, resolve=True),
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "epoch": p.epoch,
+        "step": p.step,
+        "batch_in_epoch": p.batch_in_epoch,
+        "partial": p.partial,
+        "skipped": p.skipped,
+        "best_val": p.best_val,
+        "best_epoch": p.best_epoch,
+        "world_size": run.dist.world_size,
         "rng": rng_states(),
         "metrics": {"train": train_metrics, "val": val_metrics},
-        "image_shape": list(model.image_shape),
+        "image_shape": list(run.model.image_shape),
     }
 
 
@@ -319,6 +449,7 @@ def resume_from(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     run_dir: Path,
+    dist: Dist,
 ) -> Progress:
     """Restore model, optimiser, counters and RNG states; carry the old run's best.ckpt over."""
     ckpt = load_checkpoint(path)
@@ -336,15 +467,41 @@ def resume_from(
         )
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
+    for group in optimizer.param_groups:  # the command line's lr and weight decay win (e.g. after divergence)
+        group["lr"], group["weight_decay"] = cfg.train.lr, cfg.train.weight_decay
     scaler.load_state_dict(ckpt["scaler"])
-    restore_rng_states(ckpt["rng"])
-    progress = Progress(ckpt["epoch"], ckpt["step"], ckpt["best_val"], ckpt["best_epoch"])
+    progress = Progress(
+        ckpt["epoch"],
+        ckpt["step"],
+        ckpt["batch_in_epoch"],
+        list(ckpt["partial"]),
+        ckpt["best_val"],
+        ckpt["best_epoch"],
+        ckpt["skipped"],
+    )
+    if ckpt.get("world_size", 1) == dist.world_size == 1:
+        restore_rng_states(ckpt["rng"])  # the exact continuation of a single-process run
+    else:
+        seed_everything(cfg.seed + 1000 * dist.rank + progress.step)  # a fresh, distinct stream per rank
+        if progress.batch_in_epoch and ckpt.get("world_size", 1) != dist.world_size:
+            # The epoch's order is global: convert the batches taken to this world size's batches.
+            taken = progress.batch_in_epoch * cfg.train.batch_size * ckpt.get("world_size", 1)
+            progress.batch_in_epoch = taken // (cfg.train.batch_size * dist.world_size)
     best = path.parent / "best.ckpt"
-    if best.is_file() and best.resolve() != (run_dir / "checkpoints" / "best.ckpt").resolve():
+    if (
+        dist.is_main
+        and best.is_file()
+        and best.resolve() != (run_dir / "checkpoints" / "best.ckpt").resolve()
+    ):
         copy_checkpoint(best, run_dir / "checkpoints" / "best.ckpt")
     elif not best.is_file():
         progress.best_val = math.inf  # the best weights are gone: pick the best afresh
-    log.info("resumed from %s at epoch %d, step %d", path, progress.epoch, progress.step)
+    log.info(
+        "resumed from %s at epoch %d, step %d",
+        path,
+        progress.epoch + (progress.batch_in_epoch > 0),
+        progress.step,
+    )
     return progress
 
 

@@ -68,8 +68,9 @@ def binarize_static(split: ImageSplit, seed: int) -> ImageSplit:
     return ImageSplit(images, split.labels, split.factors)
 
 
-def finish_bundle(name: str, cfg: DatasetConfig, train: ImageSplit, test: ImageSplit,
-                  factor_names: list[str] | None = None) -> DataBundle:
+def finish_bundle(
+    name: str, cfg: DatasetConfig, train: ImageSplit, test: ImageSplit, factor_names: list[str] | None = None
+) -> DataBundle:
     """Carve validation from train with the data's fixed seed; binarise statically if asked."""
     seed = cfg.seed
     train, val = split_off(train, cfg.val_size, seed, "val")
@@ -77,8 +78,13 @@ def finish_bundle(name: str, cfg: DatasetConfig, train: ImageSplit, test: ImageS
     if cfg.binarize == "static":
         # A different stream per split, identical run after run.
         splits = [binarize_static(s, seed + 1000 + i) for i, s in enumerate(splits)]
-    return DataBundle(name, *splits, shape=tuple(train.images.shape[1:]), binarize=cfg.binarize,
-                      factor_names=factor_names or [])
+    return DataBundle(
+        name,
+        *splits,
+        shape=tuple(train.images.shape[1:]),
+        binarize=cfg.binarize,
+        factor_names=factor_names or [],
+    )
 
 
 def create_dataset(cfg: DatasetConfig, data_dir: str | Path) -> DataBundle:

@@ -36,19 +36,42 @@ def epoch_order(n: int, shuffle: bool, seed: int, epoch: int) -> torch.Tensor:
 
 class EpochBatchSampler(Sampler[list[int]]):
     """Batches of indices in `epoch_order`; `set_epoch(epoch, start_batch)` can skip the batches an
-    interrupted run already took, so a mid-epoch resume continues with the very next batch."""
+    interrupted run already took, so a mid-epoch resume continues with the very next batch.
 
-    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int) -> None:
+    With several ranks, rank r takes positions r, r + W, r + 2W, ... of the epoch's order, so batch i of
+    all ranks together is exactly batch i of a single process with W times the batch size. Training pads
+    the order by wrapping around, so every rank takes the same number of steps."""
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        pad: bool = False,
+    ) -> None:
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.rank, self.world_size, self.pad = rank, world_size, pad
         self.epoch = self.start_batch = 0
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.start_batch = epoch, start_batch
 
-    def order(self) -> torch.Tensor:
-        """This epoch's remaining example indices, in order."""
+    def shard(self) -> torch.Tensor:
+        """This rank's example indices for the epoch, in order."""
         order = epoch_order(self.n, self.shuffle, self.seed, self.epoch)
-        return order[self.start_batch * self.batch_size :]
+        if self.world_size > 1:
+            if self.pad:
+                total = -(-self.n // self.world_size) * self.world_size
+                order = order.repeat(-(-total // self.n))[:total]
+            order = order[self.rank :: self.world_size]
+        return order
+
+    def order(self) -> torch.Tensor:
+        """What is left of this rank's shard after `start_batch` batches."""
+        return self.shard()[self.start_batch * self.batch_size :]
 
     def __iter__(self) -> Iterator[list[int]]:
         order = self.order()
@@ -56,7 +79,10 @@ class EpochBatchSampler(Sampler[list[int]]):
             yield order[start : start + self.batch_size].tolist()
 
     def __len__(self) -> int:
-        return -(-self.n // self.batch_size)
+        per_rank = len(range(self.rank, self.n, self.world_size))
+        if self.pad:
+            per_rank = -(-self.n // self.world_size)
+        return -(-per_rank // self.batch_size)
 
 
 class BatchSource:
@@ -76,11 +102,9 @@ class BatchSource:
 
 
 class InMemoryBatches(BatchSource):
-    def __init__(
-        self, split: ImageSplit, batch_size: int, shuffle: bool, seed: int, device: torch.device
-    ) -> None:
+    def __init__(self, split: ImageSplit, sampler: EpochBatchSampler, device: torch.device) -> None:
         self.images = split.images.to(device)
-        self.sampler = EpochBatchSampler(len(split), batch_size, shuffle, seed)
+        self.sampler = sampler
         self.num_examples = len(split)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
@@ -108,14 +132,13 @@ class LoaderBatches(BatchSource):
     def __init__(
         self,
         dataset: Dataset,
-        batch_size: int,
-        shuffle: bool,
+        sampler: EpochBatchSampler,
         seed: int,
         device: torch.device,
         num_workers: int | None,
     ) -> None:
         workers = default_num_workers() if num_workers is None else num_workers
-        self.sampler = EpochBatchSampler(len(dataset), batch_size, shuffle, seed)
+        self.sampler = sampler
         self.device = device
         self.loader = DataLoader(
             dataset,
@@ -149,12 +172,16 @@ def make_batches(
     device: torch.device,
     in_memory: str = "auto",
     num_workers: int | None = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> BatchSource:
-    """Choose the path: in memory when the split already is (auto) or when asked (true)."""
+    """Choose the path: in memory when the split already is (auto) or when asked (true). Shuffled
+    (training) batches are sharded with padding across ranks; evaluation batches without."""
+    sampler = EpochBatchSampler(len(split), batch_size, shuffle, seed, rank, world_size, pad=shuffle)
     if isinstance(split, ImageSplit):
         if in_memory == "false":
-            return LoaderBatches(_ImagesOnly(split), batch_size, shuffle, seed, device, num_workers)
-        return InMemoryBatches(split, batch_size, shuffle, seed, device)
+            return LoaderBatches(_ImagesOnly(split), sampler, seed, device, num_workers)
+        return InMemoryBatches(split, sampler, device)
     if in_memory == "true":
-        return InMemoryBatches(materialize(split, num_workers), batch_size, shuffle, seed, device)
-    return LoaderBatches(split, batch_size, shuffle, seed, device, num_workers)
+        return InMemoryBatches(materialize(split, num_workers), sampler, device)
+    return LoaderBatches(split, sampler, seed, device, num_workers)

@@ -7,6 +7,7 @@ recompressed the .gz files, so their md5 differs from torchvision's list, while 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import struct
 from pathlib import Path
@@ -24,8 +25,14 @@ FILES = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
-IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-              0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+IDX_DTYPES = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
@@ -63,15 +70,19 @@ def _find(folders: list[Path], name: str) -> Path | None:
 
 
 def _download(torchvision_class: type, data_dir: Path) -> None:
-    try:
+    # Any failure means "not available offline", which the caller explains.
+    with contextlib.suppress(Exception):
         torchvision_class(str(data_dir), train=True, download=True)
         torchvision_class(str(data_dir), train=False, download=True)
-    except Exception:  # noqa: BLE001  any failure means "not available offline": explained by the caller
-        pass
 
 
-def load_idx_dataset(name: str, cfg: DatasetConfig, data_dir: Path, torchvision_class: type,
-                     extra_folders: tuple[Path, ...] = ()) -> DataBundle:
+def load_idx_dataset(
+    name: str,
+    cfg: DatasetConfig,
+    data_dir: Path,
+    torchvision_class: type,
+    extra_folders: tuple[Path, ...] = (),
+) -> DataBundle:
     raw = data_dir / torchvision_class.__name__ / "raw"
     folders = [raw, *extra_folders]
     paths = {key: _find(folders, fname) for key, fname in FILES.items()}
@@ -91,8 +102,12 @@ def load_idx_dataset(name: str, cfg: DatasetConfig, data_dir: Path, torchvision_
         images = read_idx(paths[f"{prefix}_images"])
         labels = read_idx(paths[f"{prefix}_labels"])
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise DataError(f"{name} {prefix} files do not match: {images.shape} images, {labels.shape} labels")
-        return ImageSplit(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))
+            raise DataError(
+                f"{name} {prefix} files do not match: {images.shape} images, {labels.shape} labels"
+            )
+        return ImageSplit(
+            torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
+        )
 
     return finish_bundle(name, cfg, split("train"), split("test"))
 

@@ -69,7 +69,12 @@ def render(factors: torch.Tensor, image_size: int) -> torch.Tensor:
 def sample_factors(n: int, generator: torch.Generator) -> torch.Tensor:
     shape = torch.randint(len(SHAPES), (n,), generator=generator).float()
     cols = [shape]
-    lows_highs = {"scale": (0.5, 1.0), "rotation": (0.0, 2 * math.pi), "pos_x": (0.0, 1.0), "pos_y": (0.0, 1.0)}
+    lows_highs = {
+        "scale": (0.5, 1.0),
+        "rotation": (0.0, 2 * math.pi),
+        "pos_x": (0.0, 1.0),
+        "pos_y": (0.0, 1.0),
+    }
     for name, steps in FACTOR_STEPS.items():
         lo, hi = lows_highs[name]
         idx = torch.randint(steps, (n,), generator=generator).float()

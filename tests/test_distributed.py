@@ -1,0 +1,90 @@
+"""Data-parallel training with torchrun: gloo on CPU, two processes, tiny data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from tests.conftest import REPO, only_run_dir, run_vae
+from vae_cli.checkpoint import load_checkpoint
+from vae_cli.data.loaders import EpochBatchSampler
+
+TINY = [
+    "dataset=synthetic",
+    "dataset.size=600",
+    "dataset.val_size=100",
+    "dataset.test_size=100",
+    "dataset.image_size=16",
+    "model=mlp",
+    "model.hidden_dims=[32]",
+    "latent_dim=4",
+    "train.epochs=2",
+    "train.image_every=0",
+]
+
+
+def torchrun(args: list[str], cwd: Path, nproc: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "HYDRA_FULL_ERROR"):
+        env.pop(key, None)
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "vae_cli",
+        *args,
+    ]
+    try:
+        return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError(f"torchrun timed out; stderr: {e.stderr!s:.3000}") from None
+
+
+def test_shards_together_make_the_single_process_batches() -> None:
+    single = list(EpochBatchSampler(50, 8, True, 3))
+    ranks = [list(EpochBatchSampler(50, 4, True, 3, rank=r, world_size=2, pad=True)) for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == len(single)  # every rank takes the same number of steps
+    for i, batch in enumerate(single[:-1]):  # the last one is padded by wrapping around
+        assert sorted(ranks[0][i] + ranks[1][i]) == sorted(batch)
+    covered = {i for r in ranks for b in r for i in b}
+    assert covered == set(range(50))
+    evaluation = [list(EpochBatchSampler(50, 8, False, 0, rank=r, world_size=2)) for r in range(2)]
+    assert sorted(i for r in evaluation for b in r for i in b) == list(range(50))  # no padding, no repeats
+
+
+def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path: Path) -> None:
+    ddp, single = tmp_path / "ddp", tmp_path / "single"
+    ddp.mkdir(), single.mkdir()
+    result = torchrun(["train", *TINY, "train.batch_size=16"], ddp)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert run_vae(["train", *TINY, "train.batch_size=32"], single).returncode == 0
+
+    run = only_run_dir(ddp)  # one set of outputs, written by rank 0 only
+    assert len(list(run.glob("tensorboard/events.*"))) == 1
+    got = json.loads((run / "metrics.json").read_text())
+    expected = json.loads((only_run_dir(single) / "metrics.json").read_text())
+    assert got["world_size"] == 2 and got["steps"] == expected["steps"]
+    for split in ("train", "val", "test"):
+        assert abs(got[split]["loss"] - expected[split]["loss"]) < 0.02 * expected[split]["loss"], split
+
+    state = load_checkpoint(run / "checkpoints" / "best.ckpt")["model"]
+    assert not any(k.startswith(("module.", "_orig_mod.")) for k in state)
+    assert all(torch.isfinite(v).all() for v in state.values())
+
+    # Resume with another world size: the DDP checkpoint continues in a single process.
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    last = run / "checkpoints" / "last.ckpt"
+    result = run_vae(
+        ["train", *TINY, "train.batch_size=16", "train.epochs=3", f"train.resume={last}"], resumed
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads((only_run_dir(resumed) / "metrics.json").read_text())["epochs"] == 3

@@ -1,0 +1,172 @@
+"""Interrupts, crashes and divergence lose nothing and explain themselves."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import REPO, run_vae
+from vae_cli.checkpoint import load_checkpoint, save_checkpoint
+from vae_cli.errors import CheckpointError
+
+#: A fast MLP on tiny synthetic data: many short epochs, so signals land mid-training.
+FAST = [
+    "dataset=synthetic",
+    "dataset.size=400",
+    "dataset.val_size=40",
+    "dataset.test_size=40",
+    "dataset.image_size=16",
+    "model=mlp",
+    "model.hidden_dims=[32]",
+    "latent_dim=4",
+    "train.batch_size=16",
+    "train.image_every=0",
+]
+
+
+def start_vae(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "vae_cli", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_training(cwd: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Until the run has logged its first line from inside the loop (signal handlers are installed)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        logs = list(cwd.glob("outputs/train/*/*/train.log"))
+        if logs and "epoch 1/" in logs[0].read_text():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"training did not start: {proc.poll()}")
+
+
+def metrics_of(run: Path) -> dict:
+    return json.loads((run / "metrics.json").read_text())
+
+
+def assert_same_metrics(got: dict, expected: dict) -> None:
+    assert got["steps"] == expected["steps"]
+    for split in ("train", "val", "test"):
+        for key in ("loss", "recon", "kl"):
+            assert got[split][key] == pytest.approx(expected[split][key], rel=1e-5), (split, key)
+
+
+def run_dirs(cwd: Path) -> list[Path]:
+    return sorted(p for p in cwd.glob("outputs/train/*/*") if p.is_dir())
+
+
+def test_sigint_writes_a_checkpoint_that_resumes_to_the_same_result(tmp_path: Path) -> None:
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    straight.mkdir(), interrupted.mkdir()
+    args = ["train", *FAST, "train.epochs=12"]
+    proc = start_vae(args, interrupted)
+    wait_for_training(interrupted, proc)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "train.resume=" in stderr and "SIGINT" in stderr
+    resume = stderr.split("train.resume=")[1].split()[0]
+    ckpt = load_checkpoint(resume)
+    assert ckpt["epoch"] < 12
+
+    result = run_vae([*args, f"train.resume={resume}"], interrupted)
+    assert result.returncode == 0, result.stderr
+    assert run_vae(args, straight).returncode == 0
+    assert_same_metrics(metrics_of(run_dirs(interrupted)[-1]), metrics_of(run_dirs(straight)[0]))
+
+
+def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
+    """Kill -9 a training run at random points, resume from its last checkpoint each time: every
+    checkpoint on disk stays loadable and the final metrics equal an uninterrupted run's."""
+    straight, faulty = tmp_path / "straight", tmp_path / "faulty"
+    straight.mkdir(), faulty.mkdir()
+    args = ["train", *FAST, "train.epochs=8"]
+    rng = random.Random(1234)
+    resume: Path | None = None
+    kills = 0
+    for _ in range(12):
+        proc = start_vae([*args, *([f"train.resume={resume}"] if resume else [])], faulty)
+        if kills < 4:
+            time.sleep(rng.uniform(2.0, 6.0))
+        if proc.poll() is None and kills < 4:
+            proc.kill()
+            kills += 1
+        proc.communicate(timeout=300)
+        for ckpt in faulty.glob("outputs/train/*/*/checkpoints/*.ckpt"):
+            load_checkpoint(ckpt)  # never half-written
+        if proc.returncode == 0:
+            break
+        lasts = sorted(
+            faulty.glob("outputs/train/*/*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime
+        )
+        resume = lasts[-1] if lasts else None
+    assert proc.returncode == 0 and kills >= 1
+    assert run_vae(args, straight).returncode == 0
+    assert_same_metrics(metrics_of(run_dirs(faulty)[-1]), metrics_of(run_dirs(straight)[0]))
+
+
+def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert run_vae(["train", *FAST, "train.epochs=1", f"hydra.run.dir={run}"], tmp_path).returncode == 0
+    last = run / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    result = run_vae(
+        ["train", *FAST, "train.epochs=3", "train.lr=1e10", f"train.resume={last}", f"hydra.run.dir={run}"],
+        tmp_path,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    error = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1
+    assert "non-finite training loss" in error[0] and "epoch 2, step" in error[0] and "train.lr" in error[0]
+    assert str(last) in error[0]
+    assert last.read_bytes() == before and load_checkpoint(last)["epoch"] == 1
+
+
+def test_skip_nonfinite_skips_bad_steps_then_gives_up(tmp_path: Path) -> None:
+    result = run_vae(["train", *FAST, "train.epochs=1", "train.lr=1e10", "train.skip_nonfinite=2"], tmp_path)
+    assert result.returncode == 1
+    assert len(re.findall(r"skipped step \d+ of epoch", result.stderr)) == 3
+    assert "more than 2 skipped steps" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "last.ckpt"
+    save_checkpoint(path, {"epoch": 1, "weights": torch.ones(3)})
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CheckpointError, match="No space left on device; the previous last.ckpt is intact"):
+        save_checkpoint(path, {"epoch": 2})
+    monkeypatch.undo()
+    assert load_checkpoint(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left behind
+
+
+def test_two_runs_in_the_same_second_get_separate_folders(tmp_path: Path) -> None:
+    from vae_cli.hydra_callbacks import reserve_folder
+
+    base = tmp_path / "outputs" / "train" / "2026-01-01" / "10-00-00"
+    assert [reserve_folder(base).name for _ in range(3)] == ["10-00-00", "10-00-00_1", "10-00-00_2"]
