@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import hydra._internal.utils as hydra_utils
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from vae_cli.config import register_configs
-from vae_cli.errors import VaeError
+from vae_cli.errors import describe, is_user_error, report_user_errors
 
 log = logging.getLogger("vae")
 
@@ -36,12 +37,18 @@ def run_task(fn: Callable[[DictConfig, Path], Any], cfg: DictConfig) -> Any:
     try:
         OmegaConf.resolve(cfg)
         return fn(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except VaeError as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode == RunMode.MULTIRUN:
-            log.error("error: %s", e)
+    except KeyboardInterrupt:
+        # A second Ctrl-C: leave at once. Checkpoints are written atomically, so none is corrupt.
+        print("error: interrupted; the checkpoints on disk are intact", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:
+        if not is_user_error(e) or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            log.error("error: %s", describe(e))
+            raise
+        print(f"error: {describe(e)}", file=sys.stderr)
+        sys.exit(getattr(e, "exit_code", 2))
 
 
 def train_task(cfg: DictConfig) -> Any:
@@ -50,9 +57,30 @@ def train_task(cfg: DictConfig) -> Any:
     return run_task(train, cfg)
 
 
+def sample_task(cfg: DictConfig) -> Any:
+    from vae_cli.sample import sample
+
+    return run_task(sample, cfg)
+
+
+def reconstruct_task(cfg: DictConfig) -> Any:
+    from vae_cli.reconstruct import reconstruct
+
+    return run_task(reconstruct, cfg)
+
+
+def evaluate_task(cfg: DictConfig) -> Any:
+    from vae_cli.evaluate import evaluate
+
+    return run_task(evaluate, cfg)
+
+
 #: subcommand -> (one-line help, primary config name, task function)
 SUBCOMMANDS: dict[str, tuple[str, str, Callable[[DictConfig], Any]]] = {
     "train": ("train a VAE (checkpoints, TensorBoard, metrics.json)", "train", train_task),
+    "sample": ("prior samples, traversals or interpolations from a checkpoint", "sample", sample_task),
+    "reconstruct": ("originals above reconstructions, of a split or images", "reconstruct", reconstruct_task),
+    "evaluate": ("-ELBO, IWAE -log p(x), bits/dim, active units, probe accuracy", "evaluate", evaluate_task),
 }
 
 
@@ -64,6 +92,8 @@ def usage() -> str:
         "examples:",
         "  vae train model=conv dataset=mnist",
         "  vae train -m beta=0.5,1,4 latent_dim=8,16",
+        "  vae sample ckpt=outputs/train/<date>/<time> mode=traverse",
+        "  vae evaluate ckpt=outputs/train/<date>/<time> iwae_k=1000",
         "  vae train --help        (every config group and key)",
     ]
     return "\n".join(lines)
@@ -83,6 +113,18 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     _, config_name, task = SUBCOMMANDS[command]
     register_configs()
+    # Hydra prints composition errors (bad overrides, unknown choices) over several lines with exit
+    # code 1; ours are one line with exit code 2, like every other user error.
+    hydra_utils.run_and_report = report_user_errors
+    if int(os.environ.get("RANK", "0")) > 0:
+        # Under torchrun every process runs Hydra; only rank 0 gets a run folder and a log file.
+        rest = [
+            *rest,
+            "hydra.output_subdir=null",
+            "hydra/job_logging=disabled",
+            "hydra/hydra_logging=disabled",
+            f"hydra.run.dir={os.getcwd()}",
+        ]
     sys.argv = [f"vae {command}", *rest]
     hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)(task)()
 

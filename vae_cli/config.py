@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from vae_cli.errors import ConfigError
 
@@ -64,6 +64,9 @@ class TrainConfig:
     image_every: int = 1  # epochs between image grids in TensorBoard; 0 disables
     log_every: int = 50  # steps between scalar logs and progress-bar loss updates
     resume: str | None = None  # a checkpoint to continue from
+    skip_nonfinite: int = (
+        0  # skip up to this many steps with a non-finite loss or gradient; 0 stops at the first
+    )
 
 
 @dataclass
@@ -82,9 +85,7 @@ class TrainAppConfig:
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainAppConfig)
-    cs.store(group="dataset", name="dataset_schema", node=DatasetConfig)
-    cs.store(group="model", name="model_schema", node=ModelConfig)
-    cs.store(group="loss", name="loss_schema", node=LossConfig)
+    _register_command_configs(cs)
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -138,6 +139,7 @@ def validate_train_config(cfg: DictConfig) -> None:
         value = _get(cfg, key)
         _check(math.isfinite(value) and value >= 0, key, value, "must be >= 0")
     _check(math.isfinite(cfg.train.lr) and cfg.train.lr > 0, "train.lr", cfg.train.lr, "must be > 0")
+    _check(cfg.train.skip_nonfinite >= 0, "train.skip_nonfinite", cfg.train.skip_nonfinite, "must be >= 0")
     _check(cfg.train.log_every >= 1, "train.log_every", cfg.train.log_every, "must be at least 1")
     nw = cfg.train.num_workers
     _check(nw is None or nw >= 0, "train.num_workers", nw, "must be >= 0, or null for automatic")
@@ -150,3 +152,116 @@ def validate_train_config(cfg: DictConfig) -> None:
             len(dims) > 0 and all(d >= 1 for d in dims), key, dims, "must be a non-empty list of sizes >= 1"
         )
     _check(cfg.model.kernel_size >= 2, "model.kernel_size", cfg.model.kernel_size, "must be at least 2")
+
+
+# --- sample, reconstruct, evaluate: everything else comes from the checkpoint ---------------------------
+
+
+@dataclass
+class FromCheckpointConfig:
+    """Keys shared by the commands that start from a trained model."""
+
+    ckpt: str | None = None  # a .ckpt file, or a run folder (its checkpoints/best.ckpt, else last.ckpt)
+    out: str | None = None  # write here instead of the Hydra run folder
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | mps
+    log_to_run: bool = False  # also write to the training run's tensorboard/
+    data_dir: str | None = None  # null: the checkpoint's
+
+
+@dataclass
+class SampleAppConfig(FromCheckpointConfig):
+    mode: str = "mean"  # mean | draw | traverse | interpolate
+    n: int = 64  # mean/draw: number of prior samples
+    nrow: int = 8  # mean/draw: images per row
+    temperature: float = 1.0  # mean/draw: z ~ N(0, temperature^2 I)
+    save_tensor: bool = False  # also write the images as a .pt tensor
+    range: list[float] = field(default_factory=lambda: [-3.0, 3.0])  # traverse: the sweep of each z_j
+    steps: int = 11  # traverse/interpolate: columns
+    base: str = "zero"  # traverse: zero | image (the first image of `split`, encoded)
+    dims: int = 0  # traverse: show the N most informative dimensions (0: all)
+    pairs: int = 8  # interpolate: rows
+    method: str = "linear"  # interpolate: linear | slerp
+    split: str = "test"  # traverse/interpolate: where the images come from
+
+
+@dataclass
+class ReconstructAppConfig(FromCheckpointConfig):
+    split: str = "test"  # train | val | test
+    n: int = 32  # images from the split
+    nrow: int = 8
+    input: str | None = None  # an image file or a folder of images, instead of the split
+
+
+@dataclass
+class EvaluateAppConfig(FromCheckpointConfig):
+    split: str = "test"  # train | val | test
+    iwae_k: int = 1000  # importance samples for the bound on log p(x)
+    batch_size: int = 256  # images encoded at a time
+    chunk: int | None = None  # importance samples decoded at a time; null: about 4M decoded values a pass
+    max_examples: int = 0  # evaluate only the first N examples of the split (0: all)
+    probe: bool = True  # logistic-regression probe on mu, when the dataset has labels
+    probe_train_size: int = 20000  # at most this many training examples fit the probe
+
+
+def _register_command_configs(cs: ConfigStore) -> None:
+    cs.store(name="sample_schema", node=SampleAppConfig)
+    cs.store(name="reconstruct_schema", node=ReconstructAppConfig)
+    cs.store(name="evaluate_schema", node=EvaluateAppConfig)
+    # `hydra.run.dir: ${vae_or:${out},'outputs/...'}`: the run folder is `out` when it is given.
+    if not OmegaConf.has_resolver("vae_or"):
+        OmegaConf.register_new_resolver("vae_or", lambda value, default: default if value is None else value)
+
+
+SPLITS = ("train", "val", "test")
+
+
+def _validate_from_checkpoint(cfg: DictConfig, command: str) -> None:
+    if not cfg.ckpt:
+        raise ConfigError(
+            f"ckpt is required: vae {command} ckpt=outputs/train/<date>/<time> "
+            f"(a training run folder or a .ckpt file)"
+        )
+    allowed = CHOICES["device"]
+    _check(str(cfg.device).lower() in allowed, "device", cfg.device, f"choose one of {', '.join(allowed)}")
+
+
+def validate_sample_config(cfg: DictConfig) -> None:
+    _validate_from_checkpoint(cfg, "sample")
+    choices = {
+        "mode": ("mean", "draw", "traverse", "interpolate"),
+        "base": ("zero", "image"),
+        "method": ("linear", "slerp"),
+        "split": SPLITS,
+    }
+    for key, allowed in choices.items():
+        _check(cfg[key] in allowed, key, cfg[key], f"choose one of {', '.join(allowed)}")
+    for key in ("n", "nrow", "pairs"):
+        _check(cfg[key] >= 1, key, cfg[key], "must be at least 1")
+    _check(cfg.steps >= 2, "steps", cfg.steps, "must be at least 2")
+    _check(cfg.dims >= 0, "dims", cfg.dims, "must be >= 0 (0 shows every dimension)")
+    t = cfg.temperature
+    _check(math.isfinite(t) and t > 0, "temperature", t, "must be > 0")
+    r = list(cfg.range)
+    _check(
+        len(r) == 2 and all(math.isfinite(v) for v in r) and r[0] < r[1],
+        "range",
+        r,
+        "must be two finite numbers [low,high] with low < high, e.g. range=[-3,3]",
+    )
+
+
+def validate_reconstruct_config(cfg: DictConfig) -> None:
+    _validate_from_checkpoint(cfg, "reconstruct")
+    _check(cfg.split in SPLITS, "split", cfg.split, f"choose one of {', '.join(SPLITS)}")
+    for key in ("n", "nrow"):
+        _check(cfg[key] >= 1, key, cfg[key], "must be at least 1")
+
+
+def validate_evaluate_config(cfg: DictConfig) -> None:
+    _validate_from_checkpoint(cfg, "evaluate")
+    _check(cfg.split in SPLITS, "split", cfg.split, f"choose one of {', '.join(SPLITS)}")
+    for key in ("iwae_k", "batch_size", "probe_train_size"):
+        _check(cfg[key] >= 1, key, cfg[key], "must be at least 1")
+    _check(cfg.chunk is None or cfg.chunk >= 1, "chunk", cfg.chunk, "must be >= 1, or null for automatic")
+    _check(cfg.max_examples >= 0, "max_examples", cfg.max_examples, "must be >= 0 (0: the whole split)")

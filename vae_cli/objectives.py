@@ -9,11 +9,14 @@ per example and compare with papers. beta = 1 is the ELBO; there are no hidden s
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 
-from vae_cli.models import VAE
+from vae_cli.likelihoods import Bernoulli, Likelihood
+from vae_cli.models import VAE, VAEOutput
 
 
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -34,10 +37,15 @@ class Terms(NamedTuple):
 
 
 def elbo_terms(
-    model: VAE, x: torch.Tensor, target: torch.Tensor | None = None, generator: torch.Generator | None = None
+    model: VAE,
+    x: torch.Tensor,
+    target: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    forward: Callable[..., VAEOutput] | None = None,
 ) -> Terms:
-    """The ELBO's terms for inputs x; `target` (default x) is what the likelihood scores."""
-    out = model(x, generator)
+    """The ELBO's terms for inputs x; `target` (default x) is what the likelihood scores. `forward` runs
+    the model's forward pass when it is wrapped (torch.compile, DistributedDataParallel)."""
+    out = (forward or model)(x, generator)
     recon = -model.likelihood.log_prob(out.params, x if target is None else target)
     kl_per_dim = gaussian_kl(out.mu, out.logvar)
     return Terms(recon, kl_per_dim.sum(1), kl_per_dim)
@@ -48,3 +56,83 @@ def beta_at(step: int, beta: float, warmup_steps: int) -> float:
     if warmup_steps <= 0:
         return beta
     return beta * min(1.0, step / warmup_steps)
+
+
+#: decoded values (draws x examples x pixels) per pass of the importance-weighted bound, 16 MB in float32:
+#: big enough for fast matrix products, small enough that the allocator reuses memory instead of asking
+#: the OS for fresh pages every pass (measured: 2x faster on CPU than 64 MB passes)
+VALUES_PER_PASS = 1 << 22
+
+
+class ImportanceEstimate(NamedTuple):
+    """Per-example estimates, in nats, from the same k draws z_i ~ q(z|x)."""
+
+    log_px: torch.Tensor  # (N,) IWAE_k = log (1/k) sum_i w_i, a lower bound on log p(x) that tightens with k
+    log_px_given_z: torch.Tensor  # (N,) (1/k) sum_i log p(x|z_i): minus the ELBO's reconstruction term
+    log_prior_ratio: torch.Tensor  # (N,) (1/k) sum_i log p(z_i) - log q(z_i|x): minus the KL, sampled
+
+    @property
+    def elbo(self) -> torch.Tensor:
+        """(1/k) sum_i log w_i: the ELBO, never above `log_px` (Jensen's inequality, same draws)."""
+        return self.log_px_given_z + self.log_prior_ratio
+
+
+@torch.inference_mode()
+def importance_weighted_bound(
+    model: VAE,
+    x: torch.Tensor,
+    k: int,
+    chunk: int | None = None,
+    generator: torch.Generator | None = None,
+) -> ImportanceEstimate:
+    """The importance-weighted bound of Burda et al. (2015) on log p(x), per example, in nats:
+
+        log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x),   z_i ~ q(z|x),  i = 1..k
+        IWAE_k  = logsumexp_i(log w_i) - log k  <=  log p(x)
+
+    x is encoded once; the k draws are decoded `chunk` at a time as one (chunk * N)-row batch, so
+    memory stays bounded whatever k is. `chunk` defaults to about VALUES_PER_PASS decoded values a pass."""
+    n = len(x)
+    chunk = max(1, min(k, chunk or VALUES_PER_PASS // max(1, n * math.prod(x.shape[1:]))))
+    mu, logvar = model.encode(x)
+    mu, logvar = mu.float(), logvar.float()
+    std = torch.exp(0.5 * logvar)
+    log_w, log_px_z = [], []
+    for start in range(0, k, chunk):
+        s = min(chunk, k - start)
+        eps = torch.randn((s, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
+        z = mu + std * eps  # (s, N, latent)
+        lp_x_z = _log_prob_per_draw(model.likelihood, model.decode(z.flatten(0, 1)), x, s)
+        # log p(z) - log q(z|x) for N(0, I) and N(mu, sigma^2): the log(2 pi) terms cancel.
+        ratio = -0.5 * (z.pow(2) - eps.pow(2) - logvar).sum(-1)
+        log_w.append(lp_x_z + ratio)
+        log_px_z.append(lp_x_z)
+    log_w_all = torch.cat(log_w)  # (k, N)
+    log_px = torch.logsumexp(log_w_all.double(), dim=0) - math.log(k)
+    mean_log_px_z = torch.cat(log_px_z).double().mean(0)
+    return ImportanceEstimate(log_px, mean_log_px_z, log_w_all.double().mean(0) - mean_log_px_z)
+
+
+def _log_prob_per_draw(likelihood: Likelihood, params: torch.Tensor, x: torch.Tensor, s: int) -> torch.Tensor:
+    """log p(x|z) for s decoded draws per example: params (s * N, ...) scored against x (N, ...) -> (s, N)."""
+    n = len(x)
+    if isinstance(likelihood, Bernoulli):
+        # log Bern(x; sigmoid(l)) = x l - softplus(l), softplus(l) = max(l, 0) - log sigmoid(|l|): the sum
+        # -BCE-with-logits computes, without copying x s times, and with the CPU's fast sigmoid and log
+        # (softplus' log1p is 2x slower; this is most of the IWAE's time after the decoder).
+        logits = params.float().view(s, n, -1)
+        x_l = torch.einsum("snd,nd->sn", logits, x.float().reshape(n, -1))
+        return x_l - logits.clamp_min(0).sum(-1) + torch.sigmoid(logits.abs()).log_().sum(-1)
+    target = x.unsqueeze(0).expand(s, *x.shape).flatten(0, 1)
+    return likelihood.log_prob(params, target).view(s, n)
+
+
+def iwae_log_likelihood(
+    model: VAE,
+    x: torch.Tensor,
+    k: int,
+    chunk: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """IWAE_k estimate of log p(x) per example (N,), in nats; see `importance_weighted_bound`."""
+    return importance_weighted_bound(model, x, k, chunk, generator).log_px

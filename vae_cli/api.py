@@ -1,0 +1,208 @@
+"""A trained model from its checkpoint alone: the Python API, and what `vae sample`, `vae reconstruct` and
+`vae evaluate` share.
+
+    from vae_cli import load_model
+
+    model = load_model("outputs/train/2024-05-01/12-00-00")   # a run folder or a .ckpt file
+    images = model.sample(16)                                 # (16, C, H, W) in [0, 1]
+    mu, logvar = model.encode(images)
+    print(model.config.latent_dim)
+
+The checkpoint holds the training run's resolved config and the image shape, so the model is rebuilt by
+the same registries that built it for training; nothing from the file is imported or instantiated by
+name beyond the registered model, likelihood and dataset names, and it is read with
+`torch.load(weights_only=True)` (see checkpoint.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from vae_cli.checkpoint import load_checkpoint
+from vae_cli.config import DatasetConfig, LossConfig, ModelConfig
+from vae_cli.data import DataBundle, ImageSplit, create_dataset
+from vae_cli.data.base import Split
+from vae_cli.errors import CheckpointError, ConfigError, DataError
+from vae_cli.likelihoods import create_likelihood
+from vae_cli.models import VAE, create_model
+from vae_cli.runtime import resolve_device
+
+if TYPE_CHECKING:
+    from vae_cli.logging import TensorBoard
+
+log = logging.getLogger("vae")
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A .ckpt file as given; a folder means its checkpoints/best.ckpt, else checkpoints/last.ckpt (a
+    checkpoints/ folder itself works too)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        for candidate in (
+            p / "checkpoints" / "best.ckpt",
+            p / "checkpoints" / "last.ckpt",
+            p / "best.ckpt",
+            p / "last.ckpt",
+        ):
+            if candidate.is_file():
+                return candidate
+        raise CheckpointError(
+            f"{p} holds no checkpoints/best.ckpt or checkpoints/last.ckpt; is it a training run?"
+        )
+    if not p.exists():
+        raise CheckpointError(f"checkpoint {p} does not exist; pass a .ckpt file or a training run folder")
+    return p
+
+
+@dataclass
+class Trained:
+    """A model rebuilt from a checkpoint, with what it was trained on."""
+
+    model: VAE
+    config: DictConfig  # the training run's resolved config, as saved
+    dataset: DatasetConfig  # typed sections of it
+    path: Path  # the checkpoint file
+    step: int  # optimisation steps it had taken (the x-axis for TensorBoard)
+
+    @property
+    def run_dir(self) -> Path | None:
+        """The training run folder when the checkpoint sits in its checkpoints/ folder."""
+        return self.path.parent.parent if self.path.parent.name == "checkpoints" else None
+
+
+def _typed(schema: type, node: Any, what: str, path: Path) -> Any:
+    """A checkpoint section merged into its dataclass schema: types checked, unknown keys refused."""
+    if not isinstance(node, dict):
+        raise CheckpointError(f"{path} is not a usable vae checkpoint: its config has no '{what}' section")
+    try:
+        return OmegaConf.merge(OmegaConf.structured(schema), node)
+    except OmegaConfBaseException as e:
+        first = str(e).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: its {what} config does not fit this vae ({first})") from None
+
+
+def read_checkpoint(path: str | Path, device: str | torch.device = "auto") -> Trained:
+    """Load a checkpoint safely and rebuild its model on `device`, in eval mode. Raises CheckpointError."""
+    file = resolve_checkpoint(path)
+    device = device if isinstance(device, torch.device) else resolve_device(str(device).lower())
+    if _looks_foreign(file):
+        raise CheckpointError(f"{file} is not a vae checkpoint (not a PyTorch zip archive)")
+    payload = load_checkpoint(file, map_location=device)
+    raw, shape = payload.get("config"), payload.get("image_shape")
+    if not isinstance(raw, dict) or not isinstance(payload.get("model"), dict):
+        raise CheckpointError(
+            f"{file} is not a usable vae checkpoint: it lacks the model's config or weights"
+        )
+    if not (
+        isinstance(shape, list | tuple)
+        and len(shape) == 3
+        and all(isinstance(s, int) and s > 0 for s in shape)
+    ):
+        raise CheckpointError(f"{file} is not a usable vae checkpoint: bad image_shape {shape!r}")
+    model_cfg = _typed(ModelConfig, raw.get("model"), "model", file)
+    loss_cfg = _typed(LossConfig, raw.get("loss"), "loss", file)
+    dataset_cfg = _typed(DatasetConfig, raw.get("dataset"), "dataset", file)
+    latent_dim = raw.get("latent_dim")
+    if not isinstance(latent_dim, int) or latent_dim < 1:
+        raise CheckpointError(f"{file} is not a usable vae checkpoint: bad latent_dim {latent_dim!r}")
+    try:
+        model = create_model(model_cfg, tuple(shape), latent_dim, create_likelihood(loss_cfg))
+        model.load_state_dict(payload["model"])
+    except (ConfigError, RuntimeError, KeyError, ValueError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{file}: the weights do not fit the model its config describes ({first})"
+        ) from None
+    model.to(device).eval()
+    try:
+        config = OmegaConf.create(raw)
+    except OmegaConfBaseException as e:
+        raise CheckpointError(
+            f"{file}: its config is unreadable ({str(e).strip().splitlines()[0]})"
+        ) from None
+    step = payload.get("step", 0)
+    return Trained(model, config, dataset_cfg, file, step if isinstance(step, int) else 0)
+
+
+def _looks_foreign(file: Path) -> bool:
+    """torch.save writes zip archives; anything else (text, images, old pickles) is not one of ours."""
+    try:
+        with open(file, "rb") as f:
+            return f.read(4) != b"PK\x03\x04"
+    except OSError:
+        return False  # load_checkpoint explains it
+
+
+def load_model(path: str | Path, device: str | torch.device = "auto") -> VAE:
+    """The trained VAE in `path` (a .ckpt file or a training run folder) on `device`, in eval mode.
+
+    It has `encode(x) -> (mu, logvar)`, `decode(z)` (the likelihood's parameters; `model.likelihood.mean`
+    turns them into images), `sample(n)`, `reconstruct(x)`, and `model.config`, the training run's config.
+    Inputs x are float images in [0, 1] of shape (N, *model.image_shape)."""
+    trained = read_checkpoint(path, device)
+    trained.model.config = trained.config
+    return trained.model
+
+
+# --- what the subcommands share --------------------------------------------------------------------------
+
+
+def output_dir(cfg: DictConfig, run_dir: Path) -> Path:
+    """`out=<path>` when given, else the command's Hydra run folder."""
+    out = Path(cfg.out).expanduser() if cfg.out else run_dir
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out={out} is a file: pass a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def load_data(trained: Trained, data_dir: str | None) -> DataBundle:
+    """The dataset the model was trained on, rebuilt from the checkpoint's config (same splits, same seed)."""
+    root = data_dir or trained.config.get("data_dir") or "data"
+    try:
+        return create_dataset(trained.dataset, root)
+    except ConfigError as e:  # the checkpoint's dataset settings, not the user's command line
+        raise CheckpointError(f"{trained.path}: cannot rebuild its dataset: {e}") from None
+
+
+def pick_split(data: DataBundle, name: str, limit: int = 0) -> Split:
+    """data.train/val/test, cut to its first `limit` examples when limit > 0."""
+    split = getattr(data, name)
+    if len(split) == 0:
+        raise DataError(f"the {name} split of {data.name} is empty: choose another with split=train|val|test")
+    if limit and limit < len(split):
+        index = torch.arange(limit)
+        split = (
+            split.subset(index)
+            if isinstance(split, ImageSplit)
+            else torch.utils.data.Subset(split, index.tolist())
+        )
+    return split
+
+
+def first_images(split: Split, n: int) -> torch.Tensor:
+    """The first n uint8 images (n, C, H, W) of a split, in memory or on disk."""
+    n = min(n, len(split))
+    if isinstance(split, ImageSplit):
+        return split.images[:n]
+    return torch.stack([split[i] for i in range(n)])
+
+
+def run_tensorboard(trained: Trained) -> TensorBoard | None:
+    """A writer into the training run's tensorboard/ folder, or None (with a warning) when it has none."""
+    from vae_cli.logging import TensorBoard
+
+    folder = trained.run_dir / "tensorboard" if trained.run_dir else None
+    if folder is None or not folder.is_dir():
+        log.warning(
+            "log_to_run=true: %s has no training run tensorboard/ folder beside it; not logged", trained.path
+        )
+        return None
+    return TensorBoard(folder)

@@ -1,0 +1,120 @@
+"""`vae reconstruct`: originals above their reconstructions (z = mu), from a split or from your own images.
+
+Your images (`input=<file or folder>`) are converted to the model's channels (L or RGB), scaled so they
+cover its size, centre-cropped to it, and binarised like the training data when it was binarised.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from PIL import Image
+from torchvision.transforms.v2 import functional as TF
+from torchvision.utils import save_image
+
+from vae_cli.api import first_images, load_data, output_dir, pick_split, read_checkpoint, run_tensorboard
+from vae_cli.config import validate_reconstruct_config
+from vae_cli.data import prepare_batch
+from vae_cli.errors import DataError
+from vae_cli.logging import console, interleave_rows
+from vae_cli.models import VAE
+from vae_cli.runtime import resolve_device, seed_everything
+
+log = logging.getLogger("vae")
+
+BATCH = 256
+
+
+def reconstruct(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    validate_reconstruct_config(cfg)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    trained = read_checkpoint(cfg.ckpt, device)
+    model = trained.model
+    out = output_dir(cfg, run_dir)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    binarize = trained.dataset.binarize
+
+    names: list[str] = []
+    if cfg.input:
+        files, images = read_images(Path(cfg.input).expanduser(), model.image_shape)
+        names = [p.stem for p in files]
+        # Binarised training data (static or dynamic) means binary inputs: draw them like dynamic does.
+        binarize = "dynamic" if binarize in ("static", "dynamic") else binarize
+        source = str(cfg.input)
+    else:
+        data = load_data(trained, cfg.data_dir)
+        images = first_images(pick_split(data, cfg.split), cfg.n)
+        source = f"{data.name} {cfg.split}"
+    x = prepare_batch(images.to(device), binarize, generator)
+    recon = reconstruct_images(model, x)
+
+    x, recon = x.float().clamp(0, 1).cpu(), recon.float().clamp(0, 1).cpu()
+    ncol = min(cfg.nrow, len(x))  # fewer images than a row: a narrower grid keeps originals above
+    grid = interleave_rows(x, recon, ncol)
+    grid_path = out / "reconstructions.png"
+    save_image(grid, grid_path, nrow=ncol, padding=2, pad_value=0.5)
+    written = [grid_path]
+    if names:
+        folder = out / "reconstructions"
+        folder.mkdir(exist_ok=True)
+        for i, (name, image) in enumerate(zip(names, recon, strict=True)):
+            save_image(image, folder / f"{i:04d}_{name}.png")
+        written.append(folder)
+    if cfg.log_to_run and (tb := run_tensorboard(trained)):
+        tag = "reconstruct/input" if cfg.input else f"reconstruct/{cfg.split}"
+        tb.image_grid(tag, grid, trained.step, nrow=ncol)
+        tb.close()
+        log.info("logged %s to %s", tag, trained.run_dir / "tensorboard")
+    log.info("reconstructed %d images from %s", len(x), source)
+    for path in written:
+        console.print(f"wrote [bold]{path}[/bold]")
+    return {"checkpoint": str(trained.path), "images": len(x), "files": [str(p) for p in written]}
+
+
+@torch.no_grad()
+def reconstruct_images(model: VAE, x: torch.Tensor) -> torch.Tensor:
+    """model.reconstruct (z = mu, shown as E[x|z]) in batches."""
+    return torch.cat([model.reconstruct(x[i : i + BATCH]) for i in range(0, len(x), BATCH)])
+
+
+def read_images(path: Path, shape: tuple[int, int, int]) -> tuple[list[Path], torch.Tensor]:
+    """An image file, or every image in a folder (sorted by name, not recursive), as uint8 (N, C, H, W)
+    in the model's shape. Files PIL cannot read are skipped with one warning."""
+    if not path.exists():
+        raise DataError(f"input={path} does not exist: pass an image file or a folder of images")
+    candidates = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    files, tensors, skipped = [], [], []
+    for file in candidates:
+        image = load_image(file, shape)
+        if image is None:
+            skipped.append(file.name)
+        else:
+            files.append(file)
+            tensors.append(image)
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+        log.warning("skipped %d file(s) that are not readable images: %s", len(skipped), shown)
+    if not tensors:
+        raise DataError(f"input={path} holds no readable images (PNG, JPEG, ... files that PIL can open)")
+    return files, torch.stack(tensors)
+
+
+def load_image(file: Path, shape: tuple[int, int, int]) -> torch.Tensor | None:
+    """One image as uint8 (C, H, W): converted to L or RGB, resized to cover (H, W), centre-cropped."""
+    c, h, w = shape
+    try:
+        with Image.open(file) as img:
+            img = img.convert("RGB" if c == 3 else "L")
+    except Exception:  # noqa: BLE001  not an image, or a broken one: PIL raises many kinds
+        return None
+    x = TF.pil_to_tensor(img)
+    scale = max(h / x.shape[1], w / x.shape[2])
+    size = [max(h, math.ceil(x.shape[1] * scale - 1e-6)), max(w, math.ceil(x.shape[2] * scale - 1e-6))]
+    x = TF.resize(x, size, antialias=True)
+    return TF.center_crop(x, [h, w])
