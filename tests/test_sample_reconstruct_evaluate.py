@@ -15,8 +15,10 @@ import json
 import logging
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import NamedTuple
@@ -99,8 +101,13 @@ def _child(args: list[str], cwd: Path, out: Path, err: Path) -> None:
         os._exit(code)
 
 
-def run_all(commands: dict[str, list[str]], root: Path, parallel: int = 2) -> dict[str, Result]:
-    """Run `vae <args>` for every command, each in root/<name>/, `parallel` at a time."""
+def run_all(
+    commands: dict[str, list[str]], root: Path, parallel: int = 2, patience: float = 120
+) -> dict[str, Result]:
+    """Run `vae <args>` for every command, each in root/<name>/, `parallel` at a time.
+
+    A forked child that has not finished after `patience` seconds (a fork can inherit a lock held by
+    one of the parent's threads) is killed and its command rerun in a fresh interpreter."""
     if sys.platform != "linux":
         return {name: subprocess_vae(args, _mkdir(root / name)) for name, args in commands.items()}
     pending, running, results = list(commands.items()), {}, {}
@@ -111,9 +118,18 @@ def run_all(commands: dict[str, list[str]], root: Path, parallel: int = 2) -> di
             pid = os.fork()
             if pid == 0:
                 _child(args, cwd, cwd / "stdout.txt", cwd / "stderr.txt")
-            running[pid] = name
-        pid, status = os.wait()
-        name = running.pop(pid)
+            running[pid] = (name, time.monotonic())
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid == 0:
+            for child, (name, started) in list(running.items()):
+                if time.monotonic() - started > patience:
+                    os.kill(child, signal.SIGKILL)
+                    os.waitpid(child, 0)
+                    del running[child]
+                    results[name] = subprocess_vae(commands[name], root / name)
+            time.sleep(0.02)
+            continue
+        name, _ = running.pop(pid)
         cwd = root / name
         results[name] = Result(
             os.waitstatus_to_exitcode(status),

@@ -92,8 +92,6 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "auto") -> Tr
     """Load a checkpoint safely and rebuild its model on `device`, in eval mode. Raises CheckpointError."""
     file = resolve_checkpoint(path)
     device = device if isinstance(device, torch.device) else resolve_device(str(device).lower())
-    if _looks_foreign(file):
-        raise CheckpointError(f"{file} is not a vae checkpoint (not a PyTorch zip archive)")
     payload = load_checkpoint(file, map_location=device)
     raw, shape = payload.get("config"), payload.get("image_shape")
     if not isinstance(raw, dict) or not isinstance(payload.get("model"), dict):
@@ -129,15 +127,6 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "auto") -> Tr
         ) from None
     step = payload.get("step", 0)
     return Trained(model, config, dataset_cfg, file, step if isinstance(step, int) else 0)
-
-
-def _looks_foreign(file: Path) -> bool:
-    """torch.save writes zip archives; anything else (text, images, old pickles) is not one of ours."""
-    try:
-        with open(file, "rb") as f:
-            return f.read(4) != b"PK\x03\x04"
-    except OSError:
-        return False  # load_checkpoint explains it
 
 
 def load_model(path: str | Path, device: str | torch.device = "auto") -> VAE:

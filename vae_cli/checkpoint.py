@@ -65,13 +65,21 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(
             f"checkpoint {path} does not exist; pass a .ckpt file from a run's checkpoints/"
         )
+    if not _is_zip(path):
+        raise CheckpointError(
+            f"{path} is not a vae checkpoint (not a PyTorch zip archive); pass a .ckpt file "
+            f"from a run's checkpoints/ folder"
+        )
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"{path} is not a readable vae checkpoint (truncated or foreign file: {first})"
-        ) from None
+        # torch's own message may suggest weights_only=False: never good advice for a file from elsewhere.
+        why = (
+            "it holds objects other than tensors and plain values"
+            if "weights_only" in str(e)
+            else "truncated or corrupt"
+        )
+        raise CheckpointError(f"{path} is not a readable vae checkpoint ({why})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a vae checkpoint (no '{FORMAT}' marker)")
     if payload.get("format_version") != FORMAT_VERSION:
@@ -80,6 +88,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{FORMAT_VERSION}; use the vae release that wrote it"
         )
     return payload
+
+
+def _is_zip(path: Path) -> bool:
+    """torch.save writes zip archives; anything else (text, images, old pickles) is not one of ours."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
 
 
 def rng_states() -> dict[str, Any]:
