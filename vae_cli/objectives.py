@@ -1,7 +1,10 @@
-"""The objective: the (beta-weighted) evidence lower bound, per example, in nats.
+"""The objectives, per example, in nats: the (beta-weighted) evidence lower bound and the
+importance-weighted bound.
 
     ELBO(x) = E_q(z|x)[log p(x|z)] - KL(q(z|x) || N(0, I))
     loss    = recon + beta * KL,   recon = -E_q[log p(x|z)]   (one reparameterised sample of z)
+
+    IWAE_k(x) = E[log (1/k) sum_i w_i],  log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x)   (Burda et al.)
 
 Every term is summed over data (or latent) dimensions and averaged over the batch, so numbers are nats
 per example and compare with papers. beta = 1 is the ELBO; there are no hidden scaling constants.
@@ -27,13 +30,21 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 
 class Terms(NamedTuple):
-    recon: torch.Tensor  # (N,) -log p(x|z), one sample of z
-    kl: torch.Tensor  # (N,) KL(q(z|x) || p(z))
+    recon: torch.Tensor  # (N,) -log p(x|z), averaged over the draws of z
+    kl: torch.Tensor  # (N,) KL(q(z|x) || p(z)), closed form
     kl_per_dim: torch.Tensor  # (N, latent_dim)
+    bound: torch.Tensor | None = None  # (N,) the importance-weighted bound, when that is the objective
 
-    def loss(self, beta: float) -> torch.Tensor:
-        """recon + beta * KL, averaged over the batch."""
-        return (self.recon + beta * self.kl).mean()
+    def loss(self, beta: float, free_bits: float = 0.0) -> torch.Tensor:
+        """The training loss, averaged over the batch.
+
+        ELBO: recon + beta * KL; with free bits (Kingma et al. 2016), each latent dimension's KL, averaged
+        over the batch, counts as at least `free_bits` nats, so the loss never pushes it below that floor.
+        IWAE: -IWAE_k, with beta already inside the importance weights."""
+        if self.bound is not None:
+            return -self.bound.mean()
+        kl = self.kl.mean() if free_bits <= 0 else self.kl_per_dim.mean(0).clamp(min=free_bits).sum()
+        return self.recon.mean() + beta * kl
 
 
 def elbo_terms(
@@ -49,6 +60,56 @@ def elbo_terms(
     recon = -model.likelihood.log_prob(out.params, x if target is None else target)
     kl_per_dim = gaussian_kl(out.mu, out.logvar)
     return Terms(recon, kl_per_dim.sum(1), kl_per_dim)
+
+
+def iwae_terms(
+    model: VAE,
+    x: torch.Tensor,
+    k: int,
+    beta: float = 1.0,
+    target: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    forward: Callable[..., VAEOutput] | None = None,
+) -> Terms:
+    """The importance-weighted bound with k draws, differentiable, for training (Burda et al. 2015):
+
+        log w_i = log p(x|z_i) + beta * (log p(z_i) - log q(z_i|x)),   bound = logsumexp_i log w_i - log k
+
+    At k = 1 it is the ELBO with a one-sample estimate of the KL; beta = 1 gives the IWAE bound."""
+    target = x if target is None else target
+    out = (forward or model)(x, generator, k)
+    z = out.z if k > 1 else out.z.unsqueeze(0)  # (k, N, latent)
+    targets = target.unsqueeze(0).expand(k, *target.shape).flatten(0, 1)
+    log_px_z = model.likelihood.log_prob(out.params, targets).view(k, len(x))
+    mu, logvar = out.mu.float(), out.logvar.float()
+    eps = (z.float() - mu) * torch.exp(-0.5 * logvar)
+    # log N(z; 0, I) - log N(z; mu, sigma^2): the log(2 pi) terms cancel.
+    log_ratio = -0.5 * (z.float().pow(2) - eps.pow(2) - logvar).sum(-1)
+    bound = torch.logsumexp(log_px_z + beta * log_ratio, dim=0) - math.log(k)
+    kl_per_dim = gaussian_kl(mu, logvar)
+    return Terms(-log_px_z.mean(0), kl_per_dim.sum(1), kl_per_dim, bound)
+
+
+#: objective name -> terms(model, x, k, beta, target, generator, forward)
+OBJECTIVES: dict[str, Callable[..., Terms]] = {
+    "elbo": lambda model, x, k, beta, target=None, generator=None, forward=None: elbo_terms(
+        model, x, target, generator, forward
+    ),
+    "iwae": iwae_terms,
+}
+
+
+def objective_terms(
+    name: str,
+    model: VAE,
+    x: torch.Tensor,
+    k: int = 1,
+    beta: float = 1.0,
+    target: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    forward: Callable[..., VAEOutput] | None = None,
+) -> Terms:
+    return OBJECTIVES[name](model, x, k, beta, target, generator, forward)
 
 
 def beta_at(step: int, beta: float, warmup_steps: int) -> float:

@@ -18,30 +18,41 @@ def _conv_out(size: int, k: int, s: int, p: int) -> int:
     return (size + 2 * p - k) // s + 1
 
 
-@MODELS.register("conv")
-def build_conv(
-    cfg: ModelConfig, image_shape: tuple[int, int, int], latent_dim: int, out_channels: int
-) -> tuple[nn.Module, nn.Module]:
-    c, h, w = image_shape
-    k, stride = cfg.kernel_size, 2
-    pad = (k - 1) // 2
-    widths = list(cfg.channels)
-
+def stride2_sizes(h: int, w: int, widths: list[int], k: int, pad: int) -> list[tuple[int, int]]:
+    """The spatial size before and after each stride-2 layer; a ConfigError when the image is too small."""
     sizes = [(h, w)]
     for _ in widths:
         sh, sw = sizes[-1]
-        sizes.append((_conv_out(sh, k, stride, pad), _conv_out(sw, k, stride, pad)))
+        sizes.append((_conv_out(sh, k, 2, pad), _conv_out(sw, k, 2, pad)))
     if min(sizes[-1]) < 1:
         raise ConfigError(
             f"model.channels has {len(widths)} stride-2 layers, too many for {h}x{w} images: "
             f"use fewer, e.g. model.channels=[{','.join(map(str, widths[:-1]))}]"
         )
+    return sizes
+
+
+def transposed_padding(
+    size_in: tuple[int, int], target: tuple[int, int], k: int, pad: int
+) -> tuple[int, int]:
+    """The output_padding that makes a stride-2 transposed conv retrace `size_in` -> `target` exactly."""
+    return tuple(t - ((i - 1) * 2 - 2 * pad + k) for i, t in zip(size_in, target, strict=True))
+
+
+@MODELS.register("conv")
+def build_conv(
+    cfg: ModelConfig, image_shape: tuple[int, int, int], latent_dim: int, out_channels: int
+) -> tuple[nn.Module, nn.Module]:
+    c, h, w = image_shape
+    k, pad = cfg.kernel_size, (cfg.kernel_size - 1) // 2
+    widths = list(cfg.channels)
+    sizes = stride2_sizes(h, w, widths, k, pad)
     fh, fw = sizes[-1]
     flat = widths[-1] * fh * fw
 
     enc: list[nn.Module] = []
     for c_in, c_out in zip([c, *widths[:-1]], widths, strict=True):
-        enc += [nn.Conv2d(c_in, c_out, k, stride, pad), activation(cfg.activation)]
+        enc += [nn.Conv2d(c_in, c_out, k, 2, pad), activation(cfg.activation)]
     encoder = nn.Sequential(*enc, nn.Flatten(), nn.Linear(flat, 2 * latent_dim))
 
     dec: list[nn.Module] = [
@@ -50,14 +61,15 @@ def build_conv(
         nn.Unflatten(1, (widths[-1], fh, fw)),
     ]
     rev = list(reversed(widths))
-    targets = list(reversed(sizes[:-1]))  # the size each transposed conv must produce
-    for i, (c_in, (th, tw)) in enumerate(zip(rev, targets, strict=True)):
+    for i, c_in in enumerate(rev):
         last = i == len(rev) - 1
         c_out = out_channels if last else rev[i + 1]
-        ih, iw = sizes[len(widths) - i]
-        base_h, base_w = (ih - 1) * stride - 2 * pad + k, (iw - 1) * stride - 2 * pad + k
-        dec.append(nn.ConvTranspose2d(c_in, c_out, k, stride, pad, output_padding=(th - base_h, tw - base_w)))
+        size_in, target = sizes[len(widths) - i], sizes[len(widths) - i - 1]
+        dec.append(
+            nn.ConvTranspose2d(
+                c_in, c_out, k, 2, pad, output_padding=transposed_padding(size_in, target, k, pad)
+            )
+        )
         if not last:
             dec.append(activation(cfg.activation))
-    decoder = nn.Sequential(*dec)
-    return encoder, decoder
+    return encoder, nn.Sequential(*dec)

@@ -48,10 +48,19 @@ class VAE(nn.Module):
         eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         return mu + torch.exp(0.5 * logvar) * eps
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> VAEOutput:
+    def forward(
+        self, x: torch.Tensor, generator: torch.Generator | None = None, samples: int = 1
+    ) -> VAEOutput:
+        """Encode, draw `samples` codes per example and decode them. With samples > 1 (the importance-
+        weighted objective), z is (samples, N, latent_dim) and params hold samples * N decodings."""
         mu, logvar = self.encode(x)
-        z = self.reparameterize(mu, logvar, generator)
-        return VAEOutput(self.decode(z), mu, logvar, z)
+        if samples == 1:
+            z = self.reparameterize(mu, logvar, generator)
+            return VAEOutput(self.decode(z), mu, logvar, z)
+        z = self.reparameterize(
+            mu.expand(samples, *mu.shape), logvar.expand(samples, *logvar.shape), generator
+        )
+        return VAEOutput(self.decode(z.flatten(0, 1)), mu, logvar, z)
 
     @torch.no_grad()
     def sample(
