@@ -6,11 +6,13 @@ import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 
 from vae_cli.cli import config_dir
 from vae_cli.config import register_configs, validate_train_config
@@ -35,8 +37,8 @@ def hydra_config() -> Iterator:
 
 
 def test_config_groups_are_the_documented_ones() -> None:
-    assert sorted(DATASETS) == ["celeba", "fashion_mnist", "mnist", "synthetic"]
-    assert sorted(MODELS) == ["conv", "mlp"]
+    assert sorted(DATASETS) == ["celeba", "fashion_mnist", "image_folder", "mnist", "synthetic", "tensor"]
+    assert sorted(MODELS) == ["conv", "mlp", "resnet"]
     assert sorted(LOSSES) == ["bernoulli", "gaussian"]
 
 
@@ -81,6 +83,15 @@ def test_every_combination_composes_and_builds(
         ]
     if dataset in ("mnist", "fashion_mnist"):
         overrides += ["dataset.val_size=20"]
+    if dataset == "image_folder":  # ten small RGB images of another size
+        folder = tmp_path / "images"
+        folder.mkdir()
+        for i in range(10):
+            Image.fromarray(np.full((20, 24, 3), 25 * i, dtype=np.uint8)).save(folder / f"{i}.png")
+        overrides += [f"dataset.path={folder}", "dataset.image_size=32"]
+    if dataset == "tensor":  # ten 16x16 grey images as a uint8 array
+        np.save(tmp_path / "x.npy", np.random.default_rng(0).integers(0, 256, (10, 16, 16), dtype=np.uint8))
+        overrides += [f"dataset.path={tmp_path / 'x.npy'}"]
     cfg = hydra_config(overrides)
     OmegaConf.resolve(cfg)
     validate_train_config(cfg)

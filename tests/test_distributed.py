@@ -88,3 +88,16 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path: Path)
     )
     assert result.returncode == 0, result.stderr
     assert json.loads((only_run_dir(resumed) / "metrics.json").read_text())["epochs"] == 3
+
+
+def test_slurm_path_runs_one_ddp_job_with_a_task_per_process(tmp_path: Path) -> None:
+    """launcher=slurm's code path, run by submitit_local: two tasks of one job become two DDP ranks."""
+    result = run_vae(
+        ["train", "-m", "launcher=local", "hydra.launcher.tasks_per_node=2", *TINY, "train.batch_size=16"],
+        tmp_path,
+        env={"OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (metrics,) = tmp_path.glob("outputs/train/multirun/*/*/*/metrics.json")
+    assert json.loads(metrics.read_text())["world_size"] == 2
+    assert len(list(metrics.parent.glob("tensorboard/events.*"))) == 1

@@ -95,22 +95,36 @@ def test_sigint_writes_a_checkpoint_that_resumes_to_the_same_result(tmp_path: Pa
     assert_same_metrics(metrics_of(run_dirs(interrupted)[-1]), metrics_of(run_dirs(straight)[0]))
 
 
+def wait_for_new_run(cwd: Path, proc: subprocess.Popen, known: set[Path], timeout: float = 120) -> None:
+    """Until a run folder that is not in `known` has a log saying the training loop started."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        for log in cwd.glob("outputs/train/*/*/train.log"):
+            if log.parent not in known and "training " in log.read_text():
+                return
+        time.sleep(0.02)
+
+
 def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
     """Kill -9 a training run at random points, resume from its last checkpoint each time: every
     checkpoint on disk stays loadable and the final metrics equal an uninterrupted run's."""
     straight, faulty = tmp_path / "straight", tmp_path / "faulty"
     straight.mkdir(), faulty.mkdir()
-    args = ["train", *FAST, "train.epochs=8"]
+    args = ["train", *FAST, "train.epochs=20"]
+    assert run_vae(args, straight).returncode == 0
+    duration = metrics_of(run_dirs(straight)[0])["wall_time_s"]  # the training loop's time, uninterrupted
     rng = random.Random(1234)
     resume: Path | None = None
     kills = 0
     for _ in range(12):
+        known = set(run_dirs(faulty))
         proc = start_vae([*args, *([f"train.resume={resume}"] if resume else [])], faulty)
         if kills < 4:
-            time.sleep(rng.uniform(2.0, 6.0))
-        if proc.poll() is None and kills < 4:
-            proc.kill()
-            kills += 1
+            wait_for_new_run(faulty, proc, known)
+            time.sleep(rng.uniform(0.0, 0.3 * duration))  # so that at least two kills land mid-run
+            if proc.poll() is None:
+                proc.kill()
+                kills += 1
         proc.communicate(timeout=300)
         for ckpt in faulty.glob("outputs/train/*/*/checkpoints/*.ckpt"):
             load_checkpoint(ckpt)  # never half-written
@@ -119,9 +133,8 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
         lasts = sorted(
             faulty.glob("outputs/train/*/*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime
         )
-        resume = lasts[-1] if lasts else None
-    assert proc.returncode == 0 and kills >= 1
-    assert run_vae(args, straight).returncode == 0
+        resume = lasts[-1] if lasts else resume
+    assert proc.returncode == 0 and kills >= 2
     assert_same_metrics(metrics_of(run_dirs(faulty)[-1]), metrics_of(run_dirs(straight)[0]))
 
 

@@ -70,6 +70,8 @@ class Trained:
     dataset: DatasetConfig  # typed sections of it
     path: Path  # the checkpoint file
     step: int  # optimisation steps it had taken (the x-axis for TensorBoard)
+    #: dataset.standardize statistics ({"mean": [...], "std": [...]} per feature) it was trained with
+    data_stats: dict[str, list[float]] | None = None
 
     @property
     def run_dir(self) -> Path | None:
@@ -126,7 +128,10 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "auto") -> Tr
             f"{file}: its config is unreadable ({str(e).strip().splitlines()[0]})"
         ) from None
     step = payload.get("step", 0)
-    return Trained(model, config, dataset_cfg, file, step if isinstance(step, int) else 0)
+    stats = payload.get("data_stats")
+    if not (isinstance(stats, dict) and all(isinstance(stats.get(k), list) for k in ("mean", "std"))):
+        stats = None
+    return Trained(model, config, dataset_cfg, file, step if isinstance(step, int) else 0, stats)
 
 
 def load_model(path: str | Path, device: str | torch.device = "auto") -> VAE:

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vae_cli.config import register_configs
 from vae_cli.errors import describe, is_user_error, report_user_errors
+from vae_cli.sweep import guard_sweep, sweep_objective
 
 log = logging.getLogger("vae")
 
@@ -54,7 +55,7 @@ def run_task(fn: Callable[[DictConfig, Path], Any], cfg: DictConfig) -> Any:
 def train_task(cfg: DictConfig) -> Any:
     from vae_cli.train import train
 
-    return run_task(train, cfg)
+    return sweep_objective(run_task(train, cfg))  # optuna gets the validation loss, others the metrics
 
 
 def sample_task(cfg: DictConfig) -> Any:
@@ -75,25 +76,47 @@ def evaluate_task(cfg: DictConfig) -> Any:
     return run_task(evaluate, cfg)
 
 
+def score_task(cfg: DictConfig) -> Any:
+    from vae_cli.score import score
+
+    return run_task(score, cfg)
+
+
 #: subcommand -> (one-line help, primary config name, task function)
 SUBCOMMANDS: dict[str, tuple[str, str, Callable[[DictConfig], Any]]] = {
     "train": ("train a VAE (checkpoints, TensorBoard, metrics.json)", "train", train_task),
     "sample": ("prior samples, traversals or interpolations from a checkpoint", "sample", sample_task),
     "reconstruct": ("originals above reconstructions, of a split or images", "reconstruct", reconstruct_task),
     "evaluate": ("-ELBO, IWAE -log p(x), bits/dim, active units, probe accuracy", "evaluate", evaluate_task),
+    "score": ("per-example anomaly scores (CSV, grid, ROC AUC) of a split/folder/file", "score", score_task),
+}
+
+
+def report_command(argv: list[str]) -> None:
+    from vae_cli.report import main as report_main
+
+    report_main(argv)
+
+
+#: subcommands that take plain arguments, not Hydra overrides: subcommand -> (one-line help, function)
+PLAIN_SUBCOMMANDS: dict[str, tuple[str, Callable[[list[str]], Any]]] = {
+    "report": ("table and plots of a sweep folder (vae train -m ...)", report_command),
 }
 
 
 def usage() -> str:
     lines = ["usage: vae <command> [hydra overrides] [-m] [--cfg job] [--help]", "", "commands:"]
     lines += [f"  {name:<12} {help_}" for name, (help_, _, _) in SUBCOMMANDS.items()]
+    lines += [f"  {name:<12} {help_}" for name, (help_, _) in PLAIN_SUBCOMMANDS.items()]
     lines += [
         "",
         "examples:",
         "  vae train model=conv dataset=mnist",
         "  vae train -m beta=0.5,1,4 latent_dim=8,16",
+        "  vae report outputs/train/multirun/<date>/<time>",
         "  vae sample ckpt=outputs/train/<date>/<time> mode=traverse",
         "  vae evaluate ckpt=outputs/train/<date>/<time> iwae_k=1000",
+        "  vae score ckpt=outputs/train/<date>/<time> input=test anomaly_class=9",
         "  vae train --help        (every config group and key)",
     ]
     return "\n".join(lines)
@@ -105,9 +128,13 @@ def main(argv: list[str] | None = None) -> None:
         print(usage())
         return
     command, rest = argv[0], argv[1:]
+    if command in PLAIN_SUBCOMMANDS:
+        PLAIN_SUBCOMMANDS[command][1](rest)
+        return
     if command not in SUBCOMMANDS:
         print(
-            f"error: unknown command '{command}': choose one of {', '.join(SUBCOMMANDS)} (see vae --help)",
+            f"error: unknown command '{command}': choose one of "
+            f"{', '.join([*SUBCOMMANDS, *PLAIN_SUBCOMMANDS])} (see vae --help)",
             file=sys.stderr,
         )
         sys.exit(2)
@@ -115,7 +142,8 @@ def main(argv: list[str] | None = None) -> None:
     register_configs()
     # Hydra prints composition errors (bad overrides, unknown choices) over several lines with exit
     # code 1; ours are one line with exit code 2, like every other user error.
-    hydra_utils.run_and_report = report_user_errors
+    # A sweep stopped by a failed job or Ctrl-C still writes its summary.csv first (vae_cli/sweep.py).
+    hydra_utils.run_and_report = lambda func: report_user_errors(guard_sweep(func))
     if int(os.environ.get("RANK", "0")) > 0:
         # Under torchrun every process runs Hydra; only rank 0 gets a run folder and a log file.
         rest = [

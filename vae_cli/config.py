@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from vae_cli.errors import ConfigError
 
@@ -23,13 +23,19 @@ class DatasetConfig:
     image_size: int = 28  # height = width after loading
     channels: int = 1
     binarize: str = "none"  # none | static | dynamic
-    val_size: int = 5000  # carved from the training split with a fixed seed
+    val_size: int = 1000  # carved from the training split with a fixed seed
     test_size: int = 0  # datasets without a test split (synthetic) carve one too
     size: int = 0  # synthetic only: number of images generated
     download: bool = True
     in_memory: str = "auto"  # auto | true | false
     crop: int = 0  # CelebA: centre crop before the resize (0: none)
     seed: int = 0  # the data's own seed: synthetic generation, the val split, static binarisation
+    path: str | None = None  # image_folder: the folder; tensor: the file (.npy, .npz, .pt, .csv)
+    val_fraction: float = 0.1  # image_folder, tensor: share of the examples held out for validation
+    test_fraction: float = 0.1  # image_folder, tensor: share held out for test (split with dataset.seed)
+    label_column: str | None = None  # tensor: the CSV column (or .npz/.pt key) holding labels
+    standardize: bool = False  # tensor: scale each feature to mean 0, std 1 (the train split's statistics)
+    exclude_classes: list[str] = field(default_factory=list)  # labels left out of train and val (not test)
 
 
 @dataclass
@@ -64,9 +70,26 @@ class TrainConfig:
     image_every: int = 1  # epochs between image grids in TensorBoard; 0 disables
     log_every: int = 50  # steps between scalar logs and progress-bar loss updates
     resume: str | None = None  # a checkpoint to continue from
-    skip_nonfinite: int = (
-        0  # skip up to this many steps with a non-finite loss or gradient; 0 stops at the first
+    skip_nonfinite: int = 0  # skip up to this many non-finite steps; 0 stops at the first
+    denoise: str = "none"  # none | gaussian | mask: train on corrupted inputs, score the clean ones
+    noise_level: float = 0.0  # gaussian: the noise's std (pixels in [0, 1]); mask: the share of pixels zeroed
+    free_bits: float = (
+        0.0  # nats: each latent dimension's batch-mean KL counts at least this much in the loss
     )
+    scheduler: str = "none"  # none | cosine (per step, to min_lr) | plateau (halve lr when val loss stalls)
+    min_lr: float = 0.0  # cosine: the final learning rate
+    plateau_factor: float = (
+        0.5  # plateau: lr multiplier when val loss has not improved for plateau_patience epochs
+    )
+    plateau_patience: int = 2
+    early_stop_patience: int = 0  # stop after this many epochs without a better val loss; 0 never stops early
+    ema: float = 0.0  # decay of an exponential moving average of the weights used for evaluation; 0 disables
+
+
+@dataclass
+class ObjectiveConfig:
+    name: str = "elbo"  # elbo | iwae
+    k: int = 1  # iwae: importance samples per example
 
 
 @dataclass
@@ -75,6 +98,7 @@ class TrainAppConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     latent_dim: int = 16
     beta: float = 1.0
     seed: int = 0
@@ -95,6 +119,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "loss.variance": ("fixed", "global", "pixel"),
     "train.optimizer": ("adam", "adamw"),
     "train.precision": ("32", "bf16-mixed", "16-mixed"),
+    "train.denoise": ("none", "gaussian", "mask"),
+    "train.scheduler": ("none", "cosine", "plateau"),
+    "objective.name": ("elbo", "iwae"),
 }
 
 
@@ -121,6 +148,7 @@ def validate_train_config(cfg: DictConfig) -> None:
         "train.batch_size",
         "dataset.image_size",
         "dataset.channels",
+        "objective.k",
     ]
     for key in positive_ints:
         _check(_get(cfg, key) >= 1, key, _get(cfg, key), "must be at least 1")
@@ -134,11 +162,22 @@ def validate_train_config(cfg: DictConfig) -> None:
         "dataset.test_size",
         "dataset.size",
         "dataset.crop",
+        "train.free_bits",
+        "train.min_lr",
+        "train.early_stop_patience",
+        "train.plateau_patience",
     ]
     for key in non_negative:
         value = _get(cfg, key)
         _check(math.isfinite(value) and value >= 0, key, value, "must be >= 0")
     _check(math.isfinite(cfg.train.lr) and cfg.train.lr > 0, "train.lr", cfg.train.lr, "must be > 0")
+    _check(0 <= cfg.train.ema < 1, "train.ema", cfg.train.ema, "must be in [0, 1), e.g. 0.999 (0 disables)")
+    _check(
+        0 < cfg.train.plateau_factor < 1,
+        "train.plateau_factor",
+        cfg.train.plateau_factor,
+        "must be in (0, 1)",
+    )
     _check(cfg.train.skip_nonfinite >= 0, "train.skip_nonfinite", cfg.train.skip_nonfinite, "must be >= 0")
     _check(cfg.train.log_every >= 1, "train.log_every", cfg.train.log_every, "must be at least 1")
     nw = cfg.train.num_workers
@@ -152,6 +191,35 @@ def validate_train_config(cfg: DictConfig) -> None:
             len(dims) > 0 and all(d >= 1 for d in dims), key, dims, "must be a non-empty list of sizes >= 1"
         )
     _check(cfg.model.kernel_size >= 2, "model.kernel_size", cfg.model.kernel_size, "must be at least 2")
+    validate_own_data(cfg.dataset)
+    validate_denoise(cfg.train.denoise, cfg.train.noise_level, "train.")
+    if cfg.dataset.name == "tensor" and cfg.dataset.standardize and cfg.loss.name == "bernoulli":
+        raise ConfigError(
+            "dataset.standardize=true gives values outside [0, 1], which loss=bernoulli cannot model: "
+            "use loss=gaussian (e.g. loss.variance=global)"
+        )
+
+
+def validate_own_data(ds: DictConfig) -> None:
+    """The keys of dataset=image_folder and dataset=tensor."""
+    for key in ("val_fraction", "test_fraction"):
+        value = ds[key]
+        _check(math.isfinite(value) and 0 <= value < 1, f"dataset.{key}", value, "must be in [0, 1)")
+    total = ds.val_fraction + ds.test_fraction
+    _check(total < 1, "dataset.val_fraction", ds.val_fraction, f"+ dataset.test_fraction = {total} >= 1")
+
+
+def validate_denoise(kind: str, level: float, prefix: str = "") -> None:
+    """`denoise` and `noise_level` must agree: noise needs a kind, a kind needs noise."""
+    _check(math.isfinite(level) and level >= 0, f"{prefix}noise_level", level, "must be >= 0")
+    if kind == "mask":
+        _check(level < 1, f"{prefix}noise_level", level, "is the share of pixels zeroed: must be < 1")
+    if kind != "none" and level == 0:
+        raise ConfigError(f"{prefix}denoise={kind} needs noise: set {prefix}noise_level, e.g. 0.3")
+    if kind == "none" and level > 0 and prefix == "train.":
+        raise ConfigError(
+            f"train.noise_level={level} has no effect with train.denoise=none: set train.denoise=gaussian or mask"
+        )
 
 
 # --- sample, reconstruct, evaluate: everything else comes from the checkpoint ---------------------------
@@ -191,6 +259,8 @@ class ReconstructAppConfig(FromCheckpointConfig):
     n: int = 32  # images from the split
     nrow: int = 8
     input: str | None = None  # an image file or a folder of images, instead of the split
+    noise_level: float = 0.0  # corrupt the inputs first (0: clean), to see a denoising VAE clean them
+    noise: str | None = None  # gaussian | mask; null: the training run's train.denoise, else gaussian
 
 
 @dataclass
@@ -204,10 +274,25 @@ class EvaluateAppConfig(FromCheckpointConfig):
     probe_train_size: int = 20000  # at most this many training examples fit the probe
 
 
+@dataclass
+class ScoreAppConfig(FromCheckpointConfig):
+    input: str = "test"  # train | val | test (a split of the training data), or a folder or file (./name)
+    iwae_k: int = 0  # 0: score = -ELBO; k > 0: score = -IWAE_k, the tighter estimate of -log p(x)
+    elbo_samples: int = 16  # iwae_k=0: draws z ~ q(z|x) averaged in the reconstruction term
+    batch_size: int = 256  # examples encoded at a time
+    chunk: int | None = None  # importance samples decoded at a time; null: automatic
+    max_examples: int = 0  # score only the first N examples (0: all)
+    n: int = 8  # the grid shows the n most and the n least anomalous examples
+    normal_class: Any = None  # a label or a list of them: every other label is an anomaly
+    anomaly_class: Any = None  # a label or a list of them: these are the anomalies
+    label_column: str | None = None  # tensor files: the labels' column or key; null: the training data's
+
+
 def _register_command_configs(cs: ConfigStore) -> None:
     cs.store(name="sample_schema", node=SampleAppConfig)
     cs.store(name="reconstruct_schema", node=ReconstructAppConfig)
     cs.store(name="evaluate_schema", node=EvaluateAppConfig)
+    cs.store(name="score_schema", node=ScoreAppConfig)
     # `hydra.run.dir: ${vae_or:${out},'outputs/...'}`: the run folder is `out` when it is given.
     if not OmegaConf.has_resolver("vae_or"):
         OmegaConf.register_new_resolver("vae_or", lambda value, default: default if value is None else value)
@@ -256,6 +341,10 @@ def validate_reconstruct_config(cfg: DictConfig) -> None:
     _check(cfg.split in SPLITS, "split", cfg.split, f"choose one of {', '.join(SPLITS)}")
     for key in ("n", "nrow"):
         _check(cfg[key] >= 1, key, cfg[key], "must be at least 1")
+    noises = ("gaussian", "mask")
+    _check(cfg.noise is None or cfg.noise in noises, "noise", cfg.noise, "choose one of gaussian, mask")
+    if cfg.noise_level != 0:
+        validate_denoise(cfg.noise or "gaussian", cfg.noise_level)
 
 
 def validate_evaluate_config(cfg: DictConfig) -> None:
@@ -265,3 +354,24 @@ def validate_evaluate_config(cfg: DictConfig) -> None:
         _check(cfg[key] >= 1, key, cfg[key], "must be at least 1")
     _check(cfg.chunk is None or cfg.chunk >= 1, "chunk", cfg.chunk, "must be >= 1, or null for automatic")
     _check(cfg.max_examples >= 0, "max_examples", cfg.max_examples, "must be >= 0 (0: the whole split)")
+
+
+def validate_score_config(cfg: DictConfig) -> None:
+    _validate_from_checkpoint(cfg, "score")
+    _check(bool(str(cfg.input).strip()), "input", cfg.input, "pass train|val|test, a folder or a file")
+    for key in ("elbo_samples", "batch_size", "n"):
+        _check(cfg[key] >= 1, key, cfg[key], "must be at least 1")
+    _check(cfg.iwae_k >= 0, "iwae_k", cfg.iwae_k, "must be >= 0 (0 scores by -ELBO)")
+    _check(cfg.chunk is None or cfg.chunk >= 1, "chunk", cfg.chunk, "must be >= 1, or null for automatic")
+    _check(cfg.max_examples >= 0, "max_examples", cfg.max_examples, "must be >= 0 (0: all)")
+    for key in ("normal_class", "anomaly_class"):
+        value = cfg[key]
+        values = list(value) if isinstance(value, ListConfig | list) else [value]
+        _check(
+            value is None or all(isinstance(v, int | str) and not isinstance(v, bool) for v in values),
+            key,
+            value,
+            "must be a label or a list of labels, e.g. 9 or [7,9] or cats",
+        )
+    if cfg.normal_class is not None and cfg.anomaly_class is not None:
+        raise ConfigError("give normal_class or anomaly_class, not both: the other is every remaining label")

@@ -62,12 +62,26 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def export_submitit_environment() -> None:
+    """Under Slurm through submitit (`launcher=slurm` with several tasks), every task runs `vae train`:
+    set RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT from the job's environment, as torchrun
+    would."""
+    if "WORLD_SIZE" in os.environ or "SUBMITIT_EXECUTOR" not in os.environ:
+        return
+    from submitit import JobEnvironment
+    from submitit.helpers import TorchDistributedEnvironment
+
+    if JobEnvironment().num_tasks > 1:
+        TorchDistributedEnvironment().export()
+
+
 def rank_from_env() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
 def init_distributed(device: torch.device, timeout_s: float) -> tuple[Dist, torch.device]:
     """Join the process group torchrun set up: NCCL on GPUs, gloo on CPU. Returns the rank's device."""
+    export_submitit_environment()
     if not launched_by_torchrun():
         return Dist(), device
     rank, world = rank_from_env(), int(os.environ["WORLD_SIZE"])

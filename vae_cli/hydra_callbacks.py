@@ -51,3 +51,7 @@ class UniqueRunDir(Callback):
         folder = reserve_folder(Path(str(OmegaConf.select(config, f"hydra.{mode}.dir"))))
         with read_write(node), open_dict(node):
             node.dir = str(folder)
+        if mode == "sweep":
+            # Each job recomposes its config from the overrides: record the folder there too.
+            with read_write(config.hydra.overrides):
+                config.hydra.overrides.hydra.append(f"hydra.sweep.dir={folder}")

@@ -124,7 +124,9 @@ def run_hparams(cfg: Any, overrides: list[str] | None = None) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for key in keys:
         value = OmegaConf.select(cfg, key, default=None)
-        if isinstance(value, DictConfig):
+        if isinstance(value, DictConfig):  # a config group chosen on the command line: its name
+            if f"{key}.name" in keys:
+                continue
             value = value.get("name")
         elif OmegaConf.is_config(value):
             value = str(OmegaConf.to_container(value))

@@ -62,3 +62,106 @@ def logistic_probe(
     with torch.no_grad():
         predictions = (xt @ weight + bias).argmax(1)
     return float((predictions == test_labels.long()).double().mean())
+
+
+def discretize(values: torch.Tensor, bins: int) -> torch.Tensor:
+    """Each column of (N, d) values -> integer bins 0..bins-1 of equal width between its min and max
+    (disentanglement_lib's histogram discretisation). A constant column falls into one bin."""
+    x = values.detach().double()
+    low, high = x.min(0).values, x.max(0).values
+    width = ((high - low) / bins).clamp_min(1e-12)
+    return ((x - low) / width).floor().long().clamp(0, bins - 1)
+
+
+def factor_codes(factors: torch.Tensor, bins: int = 20) -> torch.Tensor:
+    """Ground-truth factors (N, k) -> integer classes: a factor with at most `bins` distinct values keeps
+    them (one class each), a continuous one is cut into `bins` equal-width bins."""
+    columns = []
+    for column in factors.detach().double().T:
+        distinct, index = torch.unique(column, return_inverse=True)
+        columns.append(index if len(distinct) <= bins else discretize(column[:, None], bins)[:, 0])
+    return torch.stack(columns, dim=1)
+
+
+def discrete_mutual_information(a: torch.Tensor, b: torch.Tensor) -> float:
+    """I(a; b) in nats of two integer label vectors, from their joint histogram:
+    sum_ij p(i, j) log(p(i, j) / (p(i) p(j)))."""
+    a, b = torch.unique(a, return_inverse=True)[1], torch.unique(b, return_inverse=True)[1]
+    joint = torch.zeros(int(a.max()) + 1, int(b.max()) + 1, dtype=torch.float64)
+    joint.index_put_((a, b), torch.ones(len(a), dtype=torch.float64), accumulate=True)
+    joint /= len(a)
+    outer = joint.sum(1, keepdim=True) * joint.sum(0, keepdim=True)
+    nonzero = joint > 0
+    return float((joint[nonzero] * (joint[nonzero] / outer[nonzero]).log()).sum())
+
+
+def entropy(labels: torch.Tensor) -> float:
+    """H(v) in nats of an integer label vector."""
+    p = torch.unique(labels, return_counts=True)[1].double() / len(labels)
+    return float(-(p * p.log()).sum())
+
+
+def mutual_information_gap(codes: torch.Tensor, factors: torch.Tensor, bins: int = 20) -> float:
+    """The Mutual Information Gap (Chen et al. 2018, "Isolating Sources of Disentanglement in VAEs").
+
+    For each ground-truth factor v_k: the mutual information I(z_j; v_k) with every code dimension z_j
+    (codes (N, d), e.g. the posterior means, cut into `bins` equal-width bins per dimension; factors
+    (N, K) kept as classes, see `factor_codes`), normalised by the factor's entropy H(v_k); the gap
+    between the largest and the second largest is how exclusively one dimension captures that factor.
+    MIG is the gap averaged over factors (those with H(v_k) > 0): 1 when every factor lives in exactly one
+    dimension, 0 when none does. With a single code dimension the gap is the normalised information itself.
+    """
+    if codes.ndim != 2 or factors.ndim != 2 or len(codes) != len(factors):
+        raise ValueError(
+            f"codes {tuple(codes.shape)} and factors {tuple(factors.shape)} must be (N, d), (N, K)"
+        )
+    z, v = discretize(codes, bins), factor_codes(factors, bins)
+    gaps = []
+    for k in range(v.shape[1]):
+        h = entropy(v[:, k])
+        if h <= 0:
+            continue  # a constant factor carries no information to find
+        mi = sorted((discrete_mutual_information(z[:, j], v[:, k]) for j in range(z.shape[1])), reverse=True)
+        second = mi[1] if len(mi) > 1 else 0.0
+        gaps.append((mi[0] - second) / h)
+    return float(sum(gaps) / len(gaps)) if gaps else math.nan
+
+
+def _ranking_inputs(scores: torch.Tensor, positive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    scores, positive = scores.detach().double().flatten().cpu(), positive.detach().bool().flatten().cpu()
+    if scores.shape != positive.shape:
+        raise ValueError(f"{len(scores)} scores but {len(positive)} labels")
+    return scores, positive
+
+
+def roc_auc(scores: torch.Tensor, positive: torch.Tensor) -> float:
+    """Area under the ROC curve: the probability that a random positive scores above a random negative,
+    ties counting one half (the Mann-Whitney U statistic over n_pos * n_neg). NaN without both kinds."""
+    scores, positive = _ranking_inputs(scores, positive)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    # Ranks 1..N of the scores, ties sharing the average of their ranks.
+    values, inverse, counts = torch.unique(scores, return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).double()
+    average_rank = ends - (counts.double() - 1) / 2
+    rank_sum = average_rank[inverse][positive].sum()
+    return float((rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def average_precision(scores: torch.Tensor, positive: torch.Tensor) -> float:
+    """Average precision, the area under the precision-recall curve as a step sum over thresholds:
+    AP = sum_t (R_t - R_(t-1)) P_t, one threshold per distinct score, highest first (ties enter together).
+    NaN without positives."""
+    scores, positive = _ranking_inputs(scores, positive)
+    n_pos = int(positive.sum())
+    if n_pos == 0:
+        return math.nan
+    values, inverse = torch.unique(scores, return_inverse=True)  # ascending
+    zeros = torch.zeros(len(values), dtype=torch.float64)
+    tp = zeros.clone().index_add_(0, inverse, positive.double()).flip(0)
+    total = zeros.clone().index_add_(0, inverse, torch.ones_like(scores)).flip(0)
+    tp, total = tp.cumsum(0), total.cumsum(0)  # at each threshold, from the highest score down
+    precision, recall = tp / total, tp / n_pos
+    gains = torch.diff(recall, prepend=torch.zeros(1, dtype=torch.float64))
+    return float((gains * precision).sum())

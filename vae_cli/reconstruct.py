@@ -2,6 +2,10 @@
 
 Your images (`input=<file or folder>`) are converted to the model's channels (L or RGB), scaled so they
 cover its size, centre-cropped to it, and binarised like the training data when it was binarised.
+
+`noise_level=<level>` corrupts the inputs first (`noise=gaussian|mask`, by default the training run's
+`train.denoise`) and shows originals, corrupted inputs and the reconstructions of those: what a
+denoising VAE (`train.denoise=...`) cleans up.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 from torchvision.utils import save_image
@@ -20,6 +24,7 @@ from torchvision.utils import save_image
 from vae_cli.api import first_images, load_data, output_dir, pick_split, read_checkpoint, run_tensorboard
 from vae_cli.config import validate_reconstruct_config
 from vae_cli.data import prepare_batch
+from vae_cli.data.loaders import corrupt
 from vae_cli.errors import DataError
 from vae_cli.logging import console, interleave_rows
 from vae_cli.models import VAE
@@ -52,11 +57,32 @@ def reconstruct(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         images = first_images(pick_split(data, cfg.split), cfg.n)
         source = f"{data.name} {cfg.split}"
     x = prepare_batch(images.to(device), binarize, generator)
-    recon = reconstruct_images(model, x)
+    noisy, noise = None, ""
+    if cfg.noise_level > 0:  # what a denoising VAE was trained for: corrupted inputs, clean targets
+        trained_noise = OmegaConf.select(trained.config, "train.denoise", default="none")
+        noise = cfg.noise or (trained_noise if trained_noise in ("gaussian", "mask") else "gaussian")
+        noisy = corrupt(x, noise, cfg.noise_level, generator)
+    recon = reconstruct_images(model, x if noisy is None else noisy)
 
     x, recon = x.float().clamp(0, 1).cpu(), recon.float().clamp(0, 1).cpu()
     ncol = min(cfg.nrow, len(x))  # fewer images than a row: a narrower grid keeps originals above
-    grid = interleave_rows(x, recon, ncol)
+    if noisy is None:
+        grid = interleave_rows(x, recon, ncol)
+    else:  # rows of originals, their corrupted versions, and the reconstructions of those
+        noisy = noisy.float().clamp(0, 1).cpu()
+        grid = stack_rows([x, noisy, recon], ncol)
+        noise_mse = {
+            "noisy_mse": float((noisy - x).pow(2).flatten(1).sum(1).mean()),
+            "reconstruction_mse": float((recon - x).pow(2).flatten(1).sum(1).mean()),
+        }
+        log.info(
+            "%s noise at level %g: squared error to the clean images, per image: corrupted %.2f, "
+            "reconstructed %.2f",
+            noise,
+            cfg.noise_level,
+            noise_mse["noisy_mse"],
+            noise_mse["reconstruction_mse"],
+        )
     grid_path = out / "reconstructions.png"
     save_image(grid, grid_path, nrow=ncol, padding=2, pad_value=0.5)
     written = [grid_path]
@@ -74,7 +100,15 @@ def reconstruct(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     log.info("reconstructed %d images from %s", len(x), source)
     for path in written:
         console.print(f"wrote [bold]{path}[/bold]")
-    return {"checkpoint": str(trained.path), "images": len(x), "files": [str(p) for p in written]}
+    result = {"checkpoint": str(trained.path), "images": len(x), "files": [str(p) for p in written]}
+    if noisy is not None:
+        result.update(noise=noise, noise_level=cfg.noise_level, **noise_mse)
+    return result
+
+
+def stack_rows(parts: list[torch.Tensor], ncol: int) -> torch.Tensor:
+    """Rows of `ncol` images taken in turn from each of `parts` (e.g. originals, noisy, reconstructions)."""
+    return torch.cat([part[i : i + ncol] for i in range(0, len(parts[0]), ncol) for part in parts])
 
 
 @torch.no_grad()

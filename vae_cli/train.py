@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from vae_cli.checkpoint import (
     copy_checkpoint,
@@ -26,12 +27,22 @@ from vae_cli.checkpoint import (
 )
 from vae_cli.config import validate_train_config
 from vae_cli.data import BatchSource, DataBundle, create_dataset, make_batches, prepare_batch
+from vae_cli.data.loaders import corrupt
 from vae_cli.distributed import Dist, init_distributed, shutdown
 from vae_cli.errors import ConfigError, TrainingStopped, VaeError
+from vae_cli.evaluate import representation_metrics
 from vae_cli.likelihoods import create_likelihood
-from vae_cli.logging import TensorBoard, console, epoch_progress, fmt, interleave_rows, metrics_table
+from vae_cli.logging import (
+    TensorBoard,
+    console,
+    epoch_progress,
+    fmt,
+    interleave_rows,
+    log_hparams,
+    metrics_table,
+)
 from vae_cli.models import VAE, create_model
-from vae_cli.objectives import beta_at, elbo_terms
+from vae_cli.objectives import beta_at, objective_terms
 from vae_cli.runtime import (
     GracefulStop,
     autocast,
@@ -59,6 +70,9 @@ class Progress:
     best_val: float = math.inf
     best_epoch: int = 0
     skipped: int = 0  # non-finite steps skipped (train.skip_nonfinite)
+    metrics: dict[str, dict[str, float]] = field(
+        default_factory=dict
+    )  # the last epoch's train and val metrics
 
 
 @dataclass
@@ -70,6 +84,8 @@ class Run:
     model: VAE  # the plain module: its state_dict has no `module.`/`_orig_mod.` prefixes
     forward: Any  # the model's forward pass as trained: compiled and/or wrapped in DDP
     optimizer: torch.optim.Optimizer
+    scheduler: Any  # a torch lr scheduler, or None
+    ema: AveragedModel | None  # the moving average of the weights, when train.ema > 0
     scaler: torch.amp.GradScaler
     device: torch.device
     dist: Dist
@@ -77,6 +93,11 @@ class Run:
     ckpt_dir: Path
     progress: Progress
     stop: GracefulStop
+
+    @property
+    def eval_model(self) -> VAE:
+        """The weights that are evaluated, sampled and saved for use: the EMA's when there is one."""
+        return self.ema.module if self.ema is not None else self.model
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -90,13 +111,35 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         configure_backends(device)
         data = create_dataset(cfg.dataset, cfg.data_dir)
         model = create_model(cfg.model, data.shape, cfg.latent_dim, create_likelihood(cfg.loss)).to(device)
-        if cfg.model.name == "conv" and device.type == "cuda":
+        if cfg.model.name in ("conv", "resnet") and device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
+        shard = {"rank": dist.rank, "world_size": dist.world_size}
+        batches = {
+            split: make_batches(
+                getattr(data, split),
+                tc.batch_size,
+                split == "train",
+                cfg.seed,
+                device,
+                cfg.dataset.in_memory,
+                tc.num_workers,
+                **shard,
+            )
+            for split in ("train", "val")
+        }
         optimizer = create_optimizer(model, cfg)
+        scheduler = create_scheduler(optimizer, cfg, len(batches["train"]))
+        ema = (
+            AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema), use_buffers=True)
+            if tc.ema
+            else None
+        )
         scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "16-mixed")
         progress = Progress()
         if tc.resume:
-            progress = resume_from(Path(tc.resume), cfg, model, optimizer, scaler, run_dir, dist)
+            progress = resume_from(
+                Path(tc.resume), cfg, model, optimizer, scheduler, ema, scaler, run_dir, dist
+            )
         wrapped = (
             DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
             if dist.enabled
@@ -109,6 +152,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 model,
                 maybe_compile(wrapped, tc.compile),
                 optimizer,
+                scheduler,
+                ema,
                 scaler,
                 device,
                 dist,
@@ -117,7 +162,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 progress,
                 stop,
             )
-            return fit(run, run_dir)
+            return fit(run, batches["train"], batches["val"], run_dir)
     except torch.cuda.OutOfMemoryError:
         raise VaeError(
             f"CUDA out of memory at train.batch_size={tc.batch_size}: use a smaller one, "
@@ -127,15 +172,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         shutdown()
 
 
-def fit(run: Run, run_dir: Path) -> dict[str, Any]:
+def fit(run: Run, train_batches: BatchSource, val_batches: BatchSource, run_dir: Path) -> dict[str, Any]:
     cfg, tc, data, progress = run.cfg, run.cfg.train, run.data, run.progress
-    shard = {"rank": run.dist.rank, "world_size": run.dist.world_size}
-    train_batches = make_batches(
-        data.train, tc.batch_size, True, cfg.seed, run.device, cfg.dataset.in_memory, tc.num_workers, **shard
-    )
-    val_batches = make_batches(
-        data.val, tc.batch_size, False, cfg.seed, run.device, cfg.dataset.in_memory, tc.num_workers, **shard
-    )
     warmup_steps = round(tc.kl_warmup_epochs * len(train_batches))
     log.info(
         "training %s on %s (%d train / %d val examples, %s) on %s%s; %s parameters",
@@ -150,8 +188,8 @@ def fit(run: Run, run_dir: Path) -> dict[str, Any]:
     )
 
     started = time.perf_counter()
-    train_metrics: dict[str, float] = {}
-    val_metrics: dict[str, float] = {}
+    train_metrics: dict[str, float] = progress.metrics.get("train", {})
+    val_metrics: dict[str, float] = progress.metrics.get("val", {})
     for epoch in range(progress.epoch, tc.epochs):
         train_batches.set_epoch(epoch, progress.batch_in_epoch)
         epoch_start = time.perf_counter()
@@ -159,10 +197,10 @@ def fit(run: Run, run_dir: Path) -> dict[str, Any]:
         if run.stop.requested:
             raise interrupted(run, train_metrics)
         train_metrics["examples_per_sec"] = len(data.train) / (time.perf_counter() - epoch_start)
-        val_metrics = evaluate_batches(
-            run.model, val_batches, data.binarize, cfg.beta, cfg.seed, run.device, tc.precision, run.dist
-        )
+        val_metrics = evaluate_batches(run.eval_model, val_batches, data, cfg, run.device, run.dist)
         progress.epoch = epoch + 1
+        if tc.scheduler == "plateau":
+            run.scheduler.step(val_metrics["loss"])
 
         run.tb.scalars("train", {"examples_per_sec": train_metrics["examples_per_sec"]}, progress.step)
         run.tb.scalars("val", val_metrics, progress.step)
@@ -171,7 +209,7 @@ def fit(run: Run, run_dir: Path) -> dict[str, Any]:
             and tc.image_every
             and (progress.epoch % tc.image_every == 0 or progress.epoch == tc.epochs)
         ):
-            log_images(run.tb, run.model, val_batches, data, cfg.seed, progress.step)
+            log_images(run.tb, run.eval_model, val_batches, data, cfg.seed, progress.step)
         is_best = val_metrics["loss"] < progress.best_val
         if is_best:
             progress.best_val, progress.best_epoch = val_metrics["loss"], progress.epoch
@@ -191,21 +229,25 @@ def fit(run: Run, run_dir: Path) -> dict[str, Any]:
             "  *best*" if is_best else "",
             train_metrics["examples_per_sec"],
         )
+        if tc.early_stop_patience and progress.epoch - progress.best_epoch >= tc.early_stop_patience:
+            log.info("early stop: no better val loss for %d epochs", tc.early_stop_patience)
+            break
 
     run.dist.barrier()
     if not run.dist.is_main:
         return {}
     # The reported test numbers are the best (by validation loss) model's, on all of the test split.
+    model = run.eval_model
     best = run.ckpt_dir / "best.ckpt"
     if best.is_file():
-        run.model.load_state_dict(load_checkpoint(best, run.device)["model"])
+        model.load_state_dict(load_checkpoint(best, run.device)["model"])
     test_batches = make_batches(
         data.test, tc.batch_size, False, cfg.seed, run.device, cfg.dataset.in_memory, tc.num_workers
     )
-    test_metrics = evaluate_batches(
-        run.model, test_batches, data.binarize, cfg.beta, cfg.seed, run.device, tc.precision
-    )
+    test_metrics = evaluate_batches(model, test_batches, data, cfg, run.device)
+    test_metrics.update(representation_metrics(model, data.test, data.binarize, run.device, cfg.seed))
     run.tb.scalars("test", test_metrics, progress.step)
+    log_hparams(run.tb, cfg, {"val": val_metrics, "test": test_metrics})
     run.tb.close()
 
     metrics = {
@@ -256,10 +298,21 @@ def train_epoch(run: Run, batches: BatchSource, warmup_steps: int) -> dict[str, 
         )
         for images in batches:
             x = prepare_batch(images, run.data.binarize)
+            inputs = corrupt(
+                x, tc.denoise, tc.noise_level, clamp=run.data.unit_range
+            )  # denoising: clean target
             beta = beta_at(progress.step, cfg.beta, warmup_steps)
             with autocast(device, tc.precision):
-                terms = elbo_terms(run.model, x, forward=run.forward)
-                loss = terms.loss(beta)
+                terms = objective_terms(
+                    cfg.objective.name,
+                    run.model,
+                    inputs,
+                    cfg.objective.k,
+                    beta,
+                    target=x,
+                    forward=run.forward,
+                )
+                loss = terms.loss(beta, tc.free_bits)
             run.optimizer.zero_grad(set_to_none=True)
             run.scaler.scale(loss).backward()
             finite = torch.isfinite(loss)
@@ -278,6 +331,10 @@ def train_epoch(run: Run, batches: BatchSource, warmup_steps: int) -> dict[str, 
             first_bad_step = torch.where((first_bad_step < 0) & ~finite, progress.step + 1.0, first_bad_step)
             run.scaler.step(run.optimizer)
             run.scaler.update()
+            if run.ema is not None:
+                run.ema.update_parameters(run.model)
+            if tc.scheduler == "cosine":
+                run.scheduler.step()
             progress.step += 1
 
             window += torch.stack(
@@ -369,33 +426,37 @@ def interrupted(run: Run, train_metrics: dict[str, float]) -> TrainingStopped:
 def evaluate_batches(
     model: VAE,
     batches: BatchSource,
-    binarize: str,
-    beta: float,
-    seed: int,
+    data: DataBundle,
+    cfg: DictConfig,
     device: torch.device,
-    precision: str = "32",
     dist: Dist | None = None,
 ) -> dict[str, float]:
-    """Average loss, recon, KL and negative ELBO (nats per example) over a split, with z ~ q(z|x).
+    """Average loss (the training objective, with the configured beta), recon, KL and negative ELBO
+    (nats per example) over a split, with z ~ q(z|x).
 
     A generator seeded the same way every time draws the noise, so the number moves only when the
     model does, and evaluation leaves the training RNG untouched. With several processes, each
     evaluates its shard and the sums are all-reduced."""
+    tc = cfg.train
     model.eval()
-    generator = torch.Generator(device=device).manual_seed(seed + (dist.rank if dist else 0))
-    sums, n = torch.zeros(2, dtype=torch.float64, device=device), 0
+    generator = torch.Generator(device=device).manual_seed(cfg.seed + (dist.rank if dist else 0))
+    sums, n = torch.zeros(3, dtype=torch.float64, device=device), 0
     for images in batches:
-        x = prepare_batch(images, binarize, generator)
-        with autocast(device, precision):
-            terms = elbo_terms(model, x, generator=generator)
-        sums += torch.stack([terms.recon.sum(), terms.kl.sum()]).double()
+        x = prepare_batch(images, data.binarize, generator)
+        inputs = corrupt(x, tc.denoise, tc.noise_level, generator, clamp=data.unit_range)
+        with autocast(device, tc.precision):
+            terms = objective_terms(
+                cfg.objective.name, model, inputs, cfg.objective.k, cfg.beta, target=x, generator=generator
+            )
+            loss = terms.loss(cfg.beta, tc.free_bits)
+        sums += torch.stack([loss * len(x), terms.recon.sum(), terms.kl.sum()]).double()
         n += len(x)
     totals = torch.cat([sums, torch.tensor([float(n)], dtype=torch.float64, device=device)])
     if dist is not None:
         dist.sum(totals)
     model.train()
-    recon, kl = (totals[:2] / totals[2].clamp(min=1)).tolist()
-    return {"loss": recon + beta * kl, "recon": recon, "kl": kl, "neg_elbo": recon + kl}
+    loss, recon, kl = (totals[:3] / totals[3].clamp(min=1)).tolist()
+    return {"loss": loss, "recon": recon, "kl": kl, "neg_elbo": recon + kl}
 
 
 @torch.no_grad()
@@ -419,14 +480,31 @@ def create_optimizer(model: VAE, cfg: DictConfig) -> torch.optim.Optimizer:
     return optimizers[tc.optimizer](model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
 
 
+def create_scheduler(optimizer: torch.optim.Optimizer, cfg: DictConfig, steps_per_epoch: int) -> Any:
+    """cosine: anneal per step from lr to min_lr over the whole run; plateau: multiply lr by
+    plateau_factor when the val loss has not improved for plateau_patience epochs."""
+    tc = cfg.train
+    if tc.scheduler == "cosine":
+        total = max(1, tc.epochs * steps_per_epoch)
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=tc.min_lr)
+    if tc.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, factor=tc.plateau_factor, patience=tc.plateau_patience, min_lr=tc.min_lr
+        )
+    return None
+
+
 def checkpoint_payload(
     run: Run, train_metrics: dict[str, float], val_metrics: dict[str, float]
 ) -> dict[str, Any]:
     p = run.progress
     return {
         "config": OmegaConf.to_container(run.cfg, resolve=True),
-        "model": run.model.state_dict(),
+        "model": run.eval_model.state_dict(),  # what sample/evaluate use: the EMA weights when there are some
+        "train_model": run.model.state_dict(),  # the weights the optimiser steps, for resuming
+        "ema": run.ema.state_dict() if run.ema is not None else None,
         "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
         "scaler": run.scaler.state_dict(),
         "epoch": p.epoch,
         "step": p.step,
@@ -439,6 +517,7 @@ def checkpoint_payload(
         "rng": rng_states(),
         "metrics": {"train": train_metrics, "val": val_metrics},
         "image_shape": list(run.model.image_shape),
+        "data_stats": run.data.stats,
     }
 
 
@@ -447,6 +526,8 @@ def resume_from(
     cfg: DictConfig,
     model: VAE,
     optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    ema: AveragedModel | None,
     scaler: torch.amp.GradScaler,
     run_dir: Path,
     dist: Dist,
@@ -461,14 +542,29 @@ def resume_from(
             f"train.resume={path} was trained with different {', '.join(changed)}: "
             f"use the same settings as that run (see its .hydra/config.yaml)"
         )
-    if ckpt["epoch"] >= cfg.train.epochs:
+    if ckpt["epoch"] > cfg.train.epochs:
         raise ConfigError(
-            f"{path} has already trained {ckpt['epoch']} epochs: raise train.epochs to continue"
+            f"{path} has already trained {ckpt['epoch']} epochs, more than train.epochs="
+            f"{cfg.train.epochs}: raise train.epochs to continue"
         )
-    model.load_state_dict(ckpt["model"])
+    if ckpt["epoch"] == cfg.train.epochs:
+        # Killed after its last epoch, before the end: resuming only tests the best checkpoint.
+        log.info("%s has trained all %d epochs: testing the best checkpoint", path, ckpt["epoch"])
+    model.load_state_dict(ckpt.get("train_model") or ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
-    for group in optimizer.param_groups:  # the command line's lr and weight decay win (e.g. after divergence)
-        group["lr"], group["weight_decay"] = cfg.train.lr, cfg.train.weight_decay
+    if scheduler is not None and ckpt.get("scheduler"):
+        total_steps = getattr(scheduler, "T_max", None)
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if total_steps is not None:
+            scheduler.T_max = total_steps  # cosine: anneal over this run's train.epochs, which may have grown
+    if ema is not None:
+        ema.load_state_dict(ckpt["ema"]) if ckpt.get("ema") else ema.module.load_state_dict(ckpt["model"])
+    saved_train = saved.get("train", {})
+    if (saved_train.get("lr"), saved_train.get("weight_decay")) != (cfg.train.lr, cfg.train.weight_decay):
+        for group in (
+            optimizer.param_groups
+        ):  # a new lr or weight decay on the command line wins (e.g. after divergence)
+            group["lr"], group["weight_decay"] = cfg.train.lr, cfg.train.weight_decay
     scaler.load_state_dict(ckpt["scaler"])
     progress = Progress(
         ckpt["epoch"],
@@ -478,6 +574,7 @@ def resume_from(
         ckpt["best_val"],
         ckpt["best_epoch"],
         ckpt["skipped"],
+        dict(ckpt.get("metrics") or {}),
     )
     if ckpt.get("world_size", 1) == dist.world_size == 1:
         restore_rng_states(ckpt["rng"])  # the exact continuation of a single-process run

@@ -5,6 +5,6 @@ from vae_cli.data.base import DataBundle, ImageSplit, create_dataset
 from vae_cli.data.loaders import BatchSource, make_batches, prepare_batch
 
 # Importing the dataset modules registers them.
-from vae_cli.data import celeba, mnist, synthetic  # noqa: E402,F401  isort: skip
+from vae_cli.data import celeba, image_folder, mnist, synthetic, tensor  # noqa: E402,F401  isort: skip
 
 __all__ = ["BatchSource", "DataBundle", "ImageSplit", "create_dataset", "make_batches", "prepare_batch"]

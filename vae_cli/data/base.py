@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -7,8 +8,10 @@ import torch
 from torch.utils.data import Dataset
 
 from vae_cli.config import DatasetConfig
-from vae_cli.errors import ConfigError
+from vae_cli.errors import ConfigError, DataError
 from vae_cli.registry import Registry
+
+log = logging.getLogger("vae")
 
 #: name -> builder(cfg, data_dir) -> DataBundle
 DATASETS: Registry = Registry("dataset")
@@ -16,18 +19,23 @@ DATASETS: Registry = Registry("dataset")
 
 @dataclass
 class ImageSplit:
-    """One split held in memory: uint8 images (N, C, H, W) in 0..255, optional labels and factors."""
+    """One split held in memory: uint8 images (N, C, H, W) in 0..255, optional labels and factors.
+
+    Tensor data (dataset=tensor) may hold float32 values instead, used as they are; vectors of D
+    features are stored as (N, 1, 1, D)."""
 
     images: torch.Tensor
     labels: torch.Tensor | None = None
     factors: torch.Tensor | None = None  # ground-truth generative factors (synthetic data)
+    names: list[str] | None = None  # where each example came from (a file, a row), for reports
 
     def __len__(self) -> int:
         return len(self.images)
 
     def subset(self, index: torch.Tensor) -> ImageSplit:
         pick = lambda t: None if t is None else t[index]  # noqa: E731
-        return ImageSplit(self.images[index], pick(self.labels), pick(self.factors))
+        names = None if self.names is None else [self.names[i] for i in index.tolist()]
+        return ImageSplit(self.images[index], pick(self.labels), pick(self.factors), names)
 
 
 #: A split is either held in memory, or a map-style Dataset of uint8 (C, H, W) tensors read on demand.
@@ -43,11 +51,79 @@ class DataBundle:
     shape: tuple[int, int, int]  # (C, H, W)
     binarize: str = "none"
     factor_names: list[str] = field(default_factory=list)
+    label_names: list[str] = field(default_factory=list)  # label i is label_names[i] (image folders, CSV)
+    #: tensor data standardised with dataset.standardize: {"mean": [...], "std": [...]}, one value per
+    #: feature (C * H * W), from the train split; x_model = (x_raw - mean) / std
+    stats: dict[str, list[float]] | None = None
+    unit_range: bool = True  # prepared values lie in [0, 1] (images); False for other float data
 
     @property
     def num_dims(self) -> int:
         c, h, w = self.shape
         return c * h * w
+
+
+def labels_of(split: Split) -> torch.Tensor | None:
+    """A split's labels, in memory or on disk (a Dataset with a `labels` attribute), else None."""
+    labels = getattr(split, "labels", None)
+    return labels if isinstance(labels, torch.Tensor) else None
+
+
+def class_indices(values: list | tuple, label_names: list[str], what: str) -> list[int]:
+    """Label values from the command line (indices, or names for named labels) -> label indices."""
+    out = []
+    for value in values:
+        text = str(value).strip()
+        if text in label_names:
+            out.append(label_names.index(text))
+        elif text.lstrip("-").isdigit():
+            out.append(int(text))
+        else:
+            known = f": the labels are {', '.join(label_names)}" if label_names else " (labels are numbers)"
+            raise ConfigError(f"{what}: unknown label '{text}'{known}")
+    return out
+
+
+def split_sizes(n: int, cfg: DatasetConfig) -> tuple[int, int]:
+    """(val, test) sizes for datasets split by fractions; at least one each when its fraction is > 0."""
+    sizes = [max(1, round(f * n)) if f > 0 else 0 for f in (cfg.val_fraction, cfg.test_fraction)]
+    if n - sum(sizes) < 1:
+        raise DataError(
+            f"{n} examples are too few to hold out dataset.val_fraction={cfg.val_fraction} and "
+            f"dataset.test_fraction={cfg.test_fraction}: add data or lower the fractions"
+        )
+    return sizes[0], sizes[1]
+
+
+def fraction_split(n: int, cfg: DatasetConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Indices (train, val, test) of n examples, drawn once with dataset.seed; each sorted."""
+    n_val, n_test = split_sizes(n, cfg)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
+    test, val, train = perm[:n_test], perm[n_test : n_test + n_val], perm[n_test + n_val :]
+    return train.sort().values, val.sort().values, test.sort().values
+
+
+def excluded_mask(labels: torch.Tensor | None, cfg: DatasetConfig, label_names: list[str]) -> torch.Tensor:
+    """True for the examples whose label is in dataset.exclude_classes."""
+    if labels is None:
+        raise ConfigError(
+            f"dataset.exclude_classes={list(cfg.exclude_classes)} needs labelled data; {cfg.name} has no labels"
+        )
+    classes = class_indices(list(cfg.exclude_classes), label_names, "dataset.exclude_classes")
+    absent = [c for c in classes if not (labels == c).any()]
+    if absent:
+        log.warning("dataset.exclude_classes: label(s) %s do not occur in the training data", absent)
+    return torch.isin(labels, torch.tensor(classes, dtype=labels.dtype))
+
+
+def drop_excluded(split: ImageSplit, cfg: DatasetConfig, label_names: list[str] | None = None) -> ImageSplit:
+    """Drop the examples of dataset.exclude_classes (applied to train and val only: test keeps them)."""
+    if not cfg.exclude_classes:
+        return split
+    keep = ~excluded_mask(split.labels, cfg, label_names or [])
+    if not keep.any():
+        raise ConfigError(f"dataset.exclude_classes={list(cfg.exclude_classes)} leaves no training data")
+    return split.subset(keep.nonzero().squeeze(1))
 
 
 def split_off(split: ImageSplit, size: int, seed: int, what: str) -> tuple[ImageSplit, ImageSplit]:
@@ -65,14 +141,16 @@ def binarize_static(split: ImageSplit, seed: int) -> ImageSplit:
     g = torch.Generator().manual_seed(seed)
     probs = split.images.float() / 255.0
     images = (torch.bernoulli(probs, generator=g) * 255).to(torch.uint8)
-    return ImageSplit(images, split.labels, split.factors)
+    return ImageSplit(images, split.labels, split.factors, split.names)
 
 
 def finish_bundle(
     name: str, cfg: DatasetConfig, train: ImageSplit, test: ImageSplit, factor_names: list[str] | None = None
 ) -> DataBundle:
-    """Carve validation from train with the data's fixed seed; binarise statically if asked."""
+    """Carve validation from train with the data's fixed seed; binarise statically if asked. Classes in
+    dataset.exclude_classes leave train (and so val) before the carve; test keeps every class."""
     seed = cfg.seed
+    train = drop_excluded(train, cfg)
     train, val = split_off(train, cfg.val_size, seed, "val")
     splits = [train, val, test]
     if cfg.binarize == "static":
@@ -88,4 +166,7 @@ def finish_bundle(
 
 
 def create_dataset(cfg: DatasetConfig, data_dir: str | Path) -> DataBundle:
-    return DATASETS.get(cfg.name)(cfg, Path(data_dir).expanduser())
+    bundle = DATASETS.get(cfg.name)(cfg, Path(data_dir).expanduser())
+    if cfg.exclude_classes and labels_of(bundle.train) is None:
+        raise ConfigError(f"dataset.exclude_classes needs labelled data; {cfg.name} has no labels")
+    return bundle

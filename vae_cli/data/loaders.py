@@ -19,11 +19,32 @@ from vae_cli.data.base import ImageSplit, Split
 def prepare_batch(
     images: torch.Tensor, binarize: str, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """uint8 images in 0..255 -> float in [0, 1]; dynamic binarisation draws x ~ Bern(intensity) afresh."""
-    x = images.float().div_(255.0)
+    """uint8 images in 0..255 -> float in [0, 1]; float data (dataset=tensor) passes through unchanged.
+    Dynamic binarisation draws x ~ Bern(intensity) afresh."""
+    x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
     if binarize == "dynamic":
         x = torch.bernoulli(x, generator=generator)
     return x
+
+
+def corrupt(
+    x: torch.Tensor, kind: str, level: float, generator: torch.Generator | None = None, clamp: bool = True
+) -> torch.Tensor:
+    """A corrupted copy of a prepared batch x (N, C, H, W), the input of a denoising VAE:
+
+    gaussian   x + level * eps, eps ~ N(0, I); clamped to [0, 1] when `clamp` (image data)
+    mask       each pixel (all its channels at once) set to 0 with probability `level`
+    none       x itself (also when level is 0)
+    """
+    if kind == "none" or level == 0:
+        return x
+    if kind == "gaussian":
+        noisy = x + level * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return noisy.clamp_(0.0, 1.0) if clamp else noisy
+    if kind == "mask":
+        keep = torch.rand((x.shape[0], 1, *x.shape[2:]), generator=generator, device=x.device) >= level
+        return x * keep.to(x.dtype)
+    raise ValueError(f"unknown corruption {kind!r}: choose none, gaussian or mask")
 
 
 def epoch_order(n: int, shuffle: bool, seed: int, epoch: int) -> torch.Tensor:

@@ -33,6 +33,11 @@ def create_model(
     cfg: ModelConfig, image_shape: tuple[int, int, int], latent_dim: int, likelihood: Likelihood
 ) -> VAE:
     """Build the VAE for images of `image_shape` (C, H, W)."""
+    if cfg.name != "mlp" and image_shape[1] == 1 and image_shape[2] > 1:
+        raise ConfigError(
+            f"model={cfg.name} needs images; this data holds vectors of {image_shape[2]} features: "
+            f"use model=mlp"
+        )
     out_channels = likelihood.param_channels * image_shape[0]
     encoder, decoder = MODELS.get(cfg.name)(cfg, tuple(image_shape), latent_dim, out_channels)
     return VAE(encoder, decoder, likelihood, latent_dim, tuple(image_shape))
