@@ -17,6 +17,7 @@ name beyond the registered model, likelihood and dataset names, and it is read w
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,7 @@ from vae_cli.data.base import Split
 from vae_cli.errors import CheckpointError, ConfigError, DataError
 from vae_cli.likelihoods import create_likelihood
 from vae_cli.models import VAE, create_model
-from vae_cli.runtime import resolve_device
+from vae_cli.runtime import resolve_device, seed_everything
 
 if TYPE_CHECKING:
     from vae_cli.logging import TensorBoard
@@ -146,6 +147,15 @@ def load_model(path: str | Path, device: str | torch.device = "auto") -> VAE:
 
 
 # --- what the subcommands share --------------------------------------------------------------------------
+
+
+def open_run(cfg: DictConfig, run_dir: Path, validate: Callable[[DictConfig], None]) -> tuple[Trained, Path]:
+    """What every checkpoint command does first: check its config, seed, load the checkpoint on the
+    chosen device, and pick the output folder."""
+    validate(cfg)
+    seed_everything(cfg.seed)
+    trained = read_checkpoint(cfg.ckpt, resolve_device(cfg.device))
+    return trained, output_dir(cfg, run_dir)
 
 
 def output_dir(cfg: DictConfig, run_dir: Path) -> Path:

@@ -36,7 +36,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from vae_cli.api import Trained, load_data, output_dir, pick_split, read_checkpoint, run_tensorboard
+from vae_cli.api import Trained, load_data, open_run, pick_split, run_tensorboard
 from vae_cli.config import validate_evaluate_config
 from vae_cli.data import DataBundle, ImageSplit, make_batches, prepare_batch
 from vae_cli.data.base import Split
@@ -50,7 +50,6 @@ from vae_cli.metrics import (
 )
 from vae_cli.models import VAE
 from vae_cli.objectives import gaussian_kl, importance_weighted_bound
-from vae_cli.runtime import resolve_device, seed_everything
 
 log = logging.getLogger("vae")
 
@@ -58,11 +57,8 @@ ACTIVE_THRESHOLD = 0.01
 
 
 def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    validate_evaluate_config(cfg)
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    trained = read_checkpoint(cfg.ckpt, device)
-    out = output_dir(cfg, run_dir)
+    trained, out = open_run(cfg, run_dir, validate_evaluate_config)
+    device = next(trained.model.parameters()).device
     data = load_data(trained, cfg.data_dir)
     split = pick_split(data, cfg.split, cfg.max_examples)
     num_dims = math.prod(trained.model.image_shape)

@@ -21,14 +21,13 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 from torchvision.utils import save_image
 
-from vae_cli.api import first_images, load_data, output_dir, pick_split, read_checkpoint, run_tensorboard
+from vae_cli.api import first_images, load_data, open_run, pick_split, run_tensorboard
 from vae_cli.config import validate_reconstruct_config
 from vae_cli.data import prepare_batch
 from vae_cli.data.loaders import corrupt
 from vae_cli.errors import DataError
 from vae_cli.logging import console, interleave_rows
 from vae_cli.models import VAE
-from vae_cli.runtime import resolve_device, seed_everything
 
 log = logging.getLogger("vae")
 
@@ -36,12 +35,9 @@ BATCH = 256
 
 
 def reconstruct(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    validate_reconstruct_config(cfg)
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    trained = read_checkpoint(cfg.ckpt, device)
+    trained, out = open_run(cfg, run_dir, validate_reconstruct_config)
+    device = next(trained.model.parameters()).device
     model = trained.model
-    out = output_dir(cfg, run_dir)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     binarize = trained.dataset.binarize
 

@@ -22,9 +22,8 @@ from vae_cli.api import (
     Trained,
     first_images,
     load_data,
-    output_dir,
+    open_run,
     pick_split,
-    read_checkpoint,
     run_tensorboard,
 )
 from vae_cli.config import validate_sample_config
@@ -33,7 +32,6 @@ from vae_cli.errors import DataError
 from vae_cli.logging import console
 from vae_cli.models import VAE
 from vae_cli.objectives import gaussian_kl
-from vae_cli.runtime import resolve_device, seed_everything
 
 log = logging.getLogger("vae")
 
@@ -42,12 +40,9 @@ KL_EXAMPLES = 1000
 
 
 def sample(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    validate_sample_config(cfg)
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    trained = read_checkpoint(cfg.ckpt, device)
+    trained, out = open_run(cfg, run_dir, validate_sample_config)
+    device = next(trained.model.parameters()).device
     model = trained.model
-    out = output_dir(cfg, run_dir)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     info: dict[str, Any] = {"checkpoint": str(trained.path), "mode": cfg.mode, "seed": cfg.seed}
 

@@ -34,7 +34,7 @@ from omegaconf import DictConfig, ListConfig
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from vae_cli.api import Trained, load_data, output_dir, pick_split, read_checkpoint, run_tensorboard
+from vae_cli.api import Trained, load_data, open_run, pick_split, run_tensorboard
 from vae_cli.config import SPLITS, validate_score_config
 from vae_cli.data import ImageSplit, make_batches, prepare_batch
 from vae_cli.data.base import Split, class_indices, labels_of
@@ -50,7 +50,6 @@ from vae_cli.errors import ConfigError, DataError
 from vae_cli.logging import console, fmt
 from vae_cli.metrics import average_precision, roc_auc
 from vae_cli.objectives import gaussian_kl, importance_weighted_bound
-from vae_cli.runtime import resolve_device, seed_everything
 
 log = logging.getLogger("vae")
 
@@ -71,11 +70,8 @@ class Inputs:
 
 
 def score(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    validate_score_config(cfg)
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    trained = read_checkpoint(cfg.ckpt, device)
-    out = output_dir(cfg, run_dir)
+    trained, out = open_run(cfg, run_dir, validate_score_config)
+    device = next(trained.model.parameters()).device
     inputs = load_inputs(trained, cfg)
     n = len(inputs.split)
     kind = f"-IWAE_{cfg.iwae_k}" if cfg.iwae_k else "-ELBO"
