@@ -152,3 +152,18 @@ def test_multirun_sweeps_beta_into_separate_job_folders(tmp_path: Path) -> None:
     assert [j.name.split("_", 1)[0] for j in jobs] == ["0", "1"]
     betas = [load_checkpoint(j / "checkpoints" / "last.ckpt")["config"]["beta"] for j in jobs]
     assert betas == [0.5, 4.0]
+
+
+def test_compile_and_bf16_train_on_cpu(tmp_path: Path) -> None:
+    args = [
+        "train",
+        *TINY_SYNTHETIC,
+        "model=mlp",
+        "train.epochs=1",
+        "train.image_every=0",
+        "train.compile=true",
+        "train.precision=bf16-mixed",
+    ]
+    result = run_vae(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert math.isfinite(json.loads((only_run_dir(tmp_path) / "metrics.json").read_text())["test"]["loss"])

@@ -56,7 +56,7 @@ def elbo_terms(
 ) -> Terms:
     """The ELBO's terms for inputs x; `target` (default x) is what the likelihood scores. `forward` runs
     the model's forward pass when it is wrapped (torch.compile, DistributedDataParallel)."""
-    out = (forward or model)(x, generator)
+    out = (model if forward is None else forward)(x, generator)
     recon = -model.likelihood.log_prob(out.params, x if target is None else target)
     kl_per_dim = gaussian_kl(out.mu, out.logvar)
     return Terms(recon, kl_per_dim.sum(1), kl_per_dim)
@@ -77,7 +77,7 @@ def iwae_terms(
 
     At k = 1 it is the ELBO with a one-sample estimate of the KL; beta = 1 gives the IWAE bound."""
     target = x if target is None else target
-    out = (forward or model)(x, generator, k)
+    out = (model if forward is None else forward)(x, generator, k)
     z = out.z if k > 1 else out.z.unsqueeze(0)  # (k, N, latent)
     targets = target.unsqueeze(0).expand(k, *target.shape).flatten(0, 1)
     log_px_z = model.likelihood.log_prob(out.params, targets).view(k, len(x))

@@ -45,7 +45,10 @@ class VAE(nn.Module):
         mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         # z = mu + sigma * eps, eps ~ N(0, I): a differentiable draw from q(z|x).
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        if generator is None:
+            eps = torch.randn_like(mu)  # (also what torch.compile traces: it has no generator)
+        else:
+            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         return mu + torch.exp(0.5 * logvar) * eps
 
     def forward(
