@@ -90,15 +90,6 @@ def iwae_terms(
     return Terms(-log_px_z.mean(0), kl_per_dim.sum(1), kl_per_dim, bound)
 
 
-#: objective name -> terms(model, x, k, beta, target, generator, forward)
-OBJECTIVES: dict[str, Callable[..., Terms]] = {
-    "elbo": lambda model, x, k, beta, target=None, generator=None, forward=None: elbo_terms(
-        model, x, target, generator, forward
-    ),
-    "iwae": iwae_terms,
-}
-
-
 def objective_terms(
     name: str,
     model: VAE,
@@ -109,7 +100,11 @@ def objective_terms(
     generator: torch.Generator | None = None,
     forward: Callable[..., VAEOutput] | None = None,
 ) -> Terms:
-    return OBJECTIVES[name](model, x, k, beta, target, generator, forward)
+    """The terms of the configured objective (`objective.name`): the ELBO, or the IWAE bound with k draws
+    (beta enters the ELBO through `Terms.loss`, the IWAE bound through its importance weights)."""
+    if name == "iwae":
+        return iwae_terms(model, x, k, beta, target, generator, forward)
+    return elbo_terms(model, x, target, generator, forward)
 
 
 def beta_at(step: int, beta: float, warmup_steps: int) -> float:
