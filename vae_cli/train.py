@@ -162,7 +162,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 progress,
                 stop,
             )
-            return fit(run, batches["train"], batches["val"], run_dir)
+            metrics = fit(run, batches["train"], batches["val"], run_dir)
+        dist.barrier()  # every rank leaves together: no process group torn down while rank 0 still tests
+        return metrics
     except torch.cuda.OutOfMemoryError:
         raise VaeError(
             f"CUDA out of memory at train.batch_size={tc.batch_size}: use a smaller one, "
