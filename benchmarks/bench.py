@@ -19,14 +19,15 @@ targets (no binarisation), seed 0.
        default channels; its epochs are timed around `vae_cli.train.train_epoch`, the unmodified function;
   (m)  torch.matmul alone, at the shapes of the MLP's forward and backward matrix products.
 
-An epoch is the training pass only: validation, checkpoints and the test pass fall outside it. Rows
-take turns epoch by epoch (epoch 1 of every row, then epoch 2, ...; `vae train` runs in a thread that
-waits at each epoch), so a slow spell of the machine falls on all rows alike, and each row keeps its own
-random stream, so its numbers are those of a run on its own. The summary uses each row's best epoch
-(the least disturbed); all are listed, and a warning says when the timings look disturbed.
-GFLOP/s counts the matrix products of forward and backward (torch's FlopCounterMode), so "of (m)" says
-how close a loop comes to the bare matrix products (measured before and after the loops; the better). Every model is scored by one function: the
-negative ELBO in nats per example on the 10k test set, z drawn from a generator seeded the same way.
+An epoch is the training pass only: validation, checkpoints and the test pass fall outside it. Rows run
+one after another, each in the main thread (ATen's OpenMP loops run several times slower when called from
+another thread, so `vae train` is not run in one). The summary uses each row's best epoch (the least
+disturbed by other work on the machine); all are listed, and a warning says when the timings look
+disturbed: the micro-benchmark measured after the loops differs from the one before, or a row's epochs
+spread by more than 15%. GFLOP/s counts the matrix products of forward and backward (torch's
+FlopCounterMode), so "of (m)" says how close a loop comes to the bare matrix products. Every model is
+scored by one function: the negative ELBO in nats per example on the 10k test set, z drawn from a
+generator seeded the same way.
 """
 
 from __future__ import annotations
@@ -40,12 +41,10 @@ import shutil
 import struct
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -233,81 +232,36 @@ class SlicedTensor:
             yield self.dataset[order[start : start + BATCH]], None
 
 
-class Rng:
-    """A row's own torch RNG stream: rows take turns, and none draws from another's."""
+def run_textbook(
+    name: str, feed: str, *, root: Path, epochs: int, device: torch.device, test: torch.Tensor, seed: int
+) -> dict:
+    """(a), (a2), (a3): the textbook model and step, fed by `feed`."""
+    from torchvision import datasets, transforms
 
-    def __init__(self, device: torch.device) -> None:
-        self.device, self.state = device, None
+    torch.manual_seed(seed)
+    train_set = datasets.FashionMNIST(str(root), train=True, download=False, transform=transforms.ToTensor())
+    if feed == "dataloader":
+        loader = DataLoader(train_set, batch_size=BATCH, shuffle=True)
+    elif feed == "tensordataset":
+        images = train_set.data.unsqueeze(1).float().div(255)
+        loader = DataLoader(TensorDataset(images, train_set.targets), batch_size=BATCH, shuffle=True)
+    else:
+        loader = SlicedTensor(train_set.data.unsqueeze(1).float().div(255).to(device))
+    model = TextbookVAE().to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    times = []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        textbook_epoch(model, optimizer, loader, device)
+        synchronize(device)
+        times.append(time.perf_counter() - start)
 
-    @contextlib.contextmanager
-    def active(self) -> Iterator[None]:
-        outside = rng_state(self.device)
-        if self.state is not None:
-            set_rng_state(self.device, self.state)
-        try:
-            yield
-        finally:
-            self.state = rng_state(self.device)
-            set_rng_state(self.device, outside)
+    def score(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+        mu, logvar = model.encode(x.view(-1, 784))
+        z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=generator, device=device)
+        return F.binary_cross_entropy(model.decode(z), x.view(-1, 784), reduction="sum"), mu, logvar
 
-
-def rng_state(device: torch.device) -> list[torch.Tensor]:
-    return [torch.get_rng_state()] + ([torch.cuda.get_rng_state(device)] if device.type == "cuda" else [])
-
-
-def set_rng_state(device: torch.device, state: list[torch.Tensor]) -> None:
-    torch.set_rng_state(state[0])
-    if device.type == "cuda":
-        torch.cuda.set_rng_state(state[1], device)
-
-
-class TextbookRow:
-    """(a), (a2), (a3): the textbook model and step, fed by `feed`; `epoch()` trains and times one epoch."""
-
-    def __init__(
-        self, name: str, feed: str, *, root: Path, device: torch.device, test: torch.Tensor, seed: int
-    ) -> None:
-        from torchvision import datasets, transforms
-
-        self.name, self.device, self.test, self.seed = name, device, test, seed
-        self.times: list[float] = []
-        self.rng = Rng(device)
-        with self.rng.active():
-            torch.manual_seed(seed)
-            train_set = datasets.FashionMNIST(
-                str(root), train=True, download=False, transform=transforms.ToTensor()
-            )
-            if feed == "dataloader":
-                self.loader = DataLoader(train_set, batch_size=BATCH, shuffle=True)
-            elif feed == "tensordataset":
-                images = train_set.data.unsqueeze(1).float().div(255)
-                self.loader = DataLoader(
-                    TensorDataset(images, train_set.targets), batch_size=BATCH, shuffle=True
-                )
-            else:
-                self.loader = SlicedTensor(train_set.data.unsqueeze(1).float().div(255).to(device))
-            self.model = TextbookVAE().to(device)
-            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
-        self.n = len(train_set)
-
-    def epoch(self) -> None:
-        with self.rng.active():
-            start = time.perf_counter()
-            textbook_epoch(self.model, self.optimizer, self.loader, self.device)
-            synchronize(self.device)
-            self.times.append(time.perf_counter() - start)
-
-    def finish(self) -> dict:
-        model, device = self.model, self.device
-
-        def score(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
-            mu, logvar = model.encode(x.view(-1, 784))
-            z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=generator, device=device)
-            return F.binary_cross_entropy(model.decode(z), x.view(-1, 784), reduction="sum"), mu, logvar
-
-        return result(
-            self.name, self.n, self.times, MLP_FLOPS, test_neg_elbo(model, score, self.test, self.seed)
-        )
+    return result(name, len(train_set), times, MLP_FLOPS, test_neg_elbo(model, score, test, seed))
 
 
 # ------------------------------------------------------------------------------------------ vae (b)
@@ -348,6 +302,29 @@ def vae_config(
 
 
 @contextlib.contextmanager
+def timed_train_epochs(device: torch.device) -> Iterator[list[tuple[float, int]]]:
+    """Time each call of vae_cli.train.train_epoch (the unmodified function, as train() calls it) and
+    note its number of examples (its BatchSource argument's num_examples)."""
+    import vae_cli.train
+
+    real, times = vae_cli.train.train_epoch, []
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        out = real(*args, **kwargs)
+        synchronize(device)
+        elapsed = time.perf_counter() - start
+        times.append((elapsed, next(a.num_examples for a in args if hasattr(a, "num_examples"))))
+        return out
+
+    vae_cli.train.train_epoch = timed
+    try:
+        yield times
+    finally:
+        vae_cli.train.train_epoch = real
+
+
+@contextlib.contextmanager
 def quiet_vae_console() -> Iterator[None]:
     """vae's own progress bar and results table stay silent (its test loss is shown in brackets)."""
     from vae_cli import logging as vae_logging
@@ -360,116 +337,29 @@ def quiet_vae_console() -> Iterator[None]:
         console_.quiet = quiet
 
 
-class VaeRow:
-    """(b): `vae_cli.train.train(cfg, run_dir)`, the command's own code, run in a thread that pauses at
-    every call of `vae_cli.train.train_epoch` until `epoch()` lets one epoch run (timed around the
-    unmodified function). Between epochs train() validates and checkpoints; `epoch()` waits for that too,
-    so no two rows ever run at once. At the end its best checkpoint is scored like every other row."""
+def run_vae(name: str, cfg, *, root: Path, device: torch.device, test: torch.Tensor, seed: int) -> dict:
+    """(b): `vae_cli.train.train(cfg, run_dir)`; then its best checkpoint is scored like the others."""
+    from vae_cli.checkpoint import load_checkpoint
+    from vae_cli.likelihoods import create_likelihood
+    from vae_cli.models import create_model
+    from vae_cli.train import train
 
-    def __init__(
-        self, name: str, cfg, *, root: Path, device: torch.device, test: torch.Tensor, seed: int
-    ) -> None:
-        from vae_cli.train import train
+    run_dir = root / "runs" / name.replace(" ", "_")
+    with timed_train_epochs(device) as timed, quiet_vae_console():
+        metrics = train(cfg, run_dir)
+    net = create_model(cfg.model, (1, 28, 28), cfg.latent_dim, create_likelihood(cfg.loss)).to(device)
+    net.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "best.ckpt", device)["model"])
 
-        self.name, self.cfg, self.device, self.test, self.seed = name, cfg, device, test, seed
-        self.run_dir = root / "runs" / name.replace(" ", "_")
-        self.times: list[float] = []
-        self.n = 0
-        self.go, self.parked = threading.Semaphore(0), threading.Semaphore(0)
-        self.done, self.error, self.metrics = False, None, None
+    def score(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+        mu, logvar = net.encode(x)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=generator, device=device)
+        logits = net.decode(z).flatten(1)
+        return F.binary_cross_entropy_with_logits(logits, x.flatten(1), reduction="sum"), mu, logvar
 
-        def target() -> None:
-            ROWS[threading.get_ident()] = self
-            try:
-                self.metrics = train(cfg, self.run_dir)
-            except BaseException as e:  # noqa: BLE001  handed to the main thread
-                self.error = e
-            finally:
-                self.done = True
-                self.parked.release()
-
-        self.thread = threading.Thread(target=target, name=name, daemon=True)
-        with self.paused_rng():
-            self.thread.start()
-            self.parked.acquire()  # set up, and waiting at the first epoch
-        if self.error is not None:
-            raise self.error
-
-    @contextlib.contextmanager
-    def paused_rng(self) -> Iterator[None]:
-        """The main thread's RNG stream, untouched by what the training thread draws meanwhile."""
-        state = rng_state(self.device)
-        try:
-            yield
-        finally:
-            set_rng_state(self.device, state)
-
-    def timed_epoch(self, real: Callable, *args, **kwargs):  # runs in the training thread
-        state = rng_state(self.device)
-        self.parked.release()
-        self.go.acquire()
-        set_rng_state(self.device, state)
-        start = time.perf_counter()
-        out = real(*args, **kwargs)
-        synchronize(self.device)
-        self.times.append(time.perf_counter() - start)
-        self.n = next(a.num_examples for a in args if hasattr(a, "num_examples"))
-        return out
-
-    def epoch(self) -> None:
-        if not self.done:
-            with self.paused_rng():
-                self.go.release()
-                self.parked.acquire()  # the epoch, then validation and checkpoints, are done
-        if self.error is not None:
-            raise self.error
-
-    def finish(self) -> dict:
-        from vae_cli.checkpoint import load_checkpoint
-        from vae_cli.likelihoods import create_likelihood
-        from vae_cli.models import create_model
-
-        while not self.done:  # more epochs than planned (not the case unless train() changes)
-            self.epoch()
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-        cfg, device = self.cfg, self.device
-        net = create_model(cfg.model, (1, 28, 28), cfg.latent_dim, create_likelihood(cfg.loss)).to(device)
-        net.load_state_dict(load_checkpoint(self.run_dir / "checkpoints" / "best.ckpt", device)["model"])
-
-        def score(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
-            mu, logvar = net.encode(x)
-            z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=generator, device=device)
-            logits = net.decode(z).flatten(1)
-            return F.binary_cross_entropy_with_logits(logits, x.flatten(1), reduction="sum"), mu, logvar
-
-        flops = count_flops(net, device)
-        out = result(self.name, self.n, self.times, flops, test_neg_elbo(net, score, self.test, self.seed))
-        out["own_test"] = self.metrics["test"]["neg_elbo"]
-        return out
-
-
-#: training thread id -> its row
-ROWS: dict[int, VaeRow] = {}
-
-
-@contextlib.contextmanager
-def epochs_paused_by_rows() -> Iterator[None]:
-    """Route vae_cli.train.train_epoch through the calling thread's VaeRow (see VaeRow)."""
-    import vae_cli.train
-
-    real = vae_cli.train.train_epoch
-
-    def train_epoch(*args, **kwargs):
-        row = ROWS.get(threading.get_ident())
-        return real(*args, **kwargs) if row is None else row.timed_epoch(real, *args, **kwargs)
-
-    vae_cli.train.train_epoch = train_epoch
-    try:
-        yield
-    finally:
-        vae_cli.train.train_epoch = real
+    times = [t for t, _ in timed]
+    out = result(name, timed[0][1], times, count_flops(net, device), test_neg_elbo(net, score, test, seed))
+    out["own_test"] = metrics["test"]["neg_elbo"]
+    return out
 
 
 # ------------------------------------------------------------------------ scoring, FLOPs and matmul
@@ -623,42 +513,6 @@ and backward per second; of (m): that against (m); test -ELBO: nats per example 
 one scoring function for every row (vae's own evaluation in brackets)"""
 
 
-def run_round_robin(plan: list[tuple[str, int, Callable]]) -> list[dict]:
-    """Set every row up, then run epoch 1 of every row, epoch 2 of every row, ...: a slow spell of the
-    machine then falls on all rows alike. A row that fails is reported and dropped, except (a) and (b)."""
-    essential = ("(a) textbook", "(b) vae mlp")
-    rows: dict[str, Any] = {}
-    epochs: dict[str, int] = {}
-
-    def attempt(name: str, fn: Callable) -> Any:
-        try:
-            return fn()
-        except Exception as e:  # an optional row (a variant, conv) that fails is reported, not fatal
-            if name in essential:
-                raise
-            rows.pop(name, None)
-            console.print(f"[red]{name} failed[/]: {type(e).__name__}: {e}", highlight=False)
-            return None
-
-    with quiet_vae_console(), epochs_paused_by_rows():
-        for name, n_epochs, make in plan:
-            if (row := attempt(name, make)) is not None:
-                rows[name], epochs[name] = row, n_epochs
-        for e in range(max(epochs.values())):
-            for name, row in list(rows.items()):
-                if e < epochs[name]:
-                    attempt(name, row.epoch)
-        results = []
-        for name, row in list(rows.items()):
-            if (r := attempt(name, row.finish)) is not None:
-                results.append(r)
-                console.print(
-                    f"{name}: {r['n']:,} examples, epochs {' '.join(f'{t:.2f}' for t in r['times'])} s, "
-                    f"test -ELBO {r['test']:.2f}"
-                )
-    return results
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=3, help="epochs of each MLP loop (default 3)")
@@ -704,24 +558,36 @@ def main(argv: list[str] | None = None) -> int:
         matmul_before = matmul_benchmark(device, matmul_seconds)
         console.print(f"(m) torch.matmul at the MLP's shapes: {matmul_before:.1f} GFLOP/s")
 
-        textbook = partial(TextbookRow, root=textbook_root, device=device, test=test, seed=args.seed)
-        vae = partial(VaeRow, root=root, device=device, test=test, seed=args.seed)
-        plan = [("(a) textbook", args.epochs, partial(textbook, "(a) textbook", "dataloader"))]
+        textbook = partial(
+            run_textbook, root=textbook_root, epochs=args.epochs, device=device, test=test, seed=args.seed
+        )
+        vae = partial(run_vae, root=root, device=device, test=test, seed=args.seed)
+        plan = [partial(textbook, "(a) textbook", "dataloader")]
         if not args.no_ladder:
             plan += [
-                ("(a2) TensorDataset", args.epochs, partial(textbook, "(a2) TensorDataset", "tensordataset")),
-                ("(a3) sliced tensor", args.epochs, partial(textbook, "(a3) sliced tensor", "sliced")),
+                partial(textbook, "(a2) TensorDataset", "tensordataset"),
+                partial(textbook, "(a3) sliced tensor", "sliced"),
             ]
-        plan.append(("(b) vae mlp", args.epochs, partial(vae, "(b) vae mlp", config("mlp", args.epochs, []))))
+        plan.append(partial(vae, "(b) vae mlp", config("mlp", args.epochs, [])))
         for variant in variants:
-            name = f"(b) vae mlp {variant}"
-            plan.append(
-                (name, args.epochs, partial(vae, name, config("mlp", args.epochs, VARIANTS[variant])))
-            )
+            plan.append(partial(vae, f"(b) vae mlp {variant}", config("mlp", args.epochs, VARIANTS[variant])))
         if args.conv_epochs:
-            conv = config("conv", args.conv_epochs, [])
-            plan.append(("(b) vae conv", args.conv_epochs, partial(vae, "(b) vae conv", conv)))
-        rows = run_round_robin(plan)
+            plan.append(partial(vae, "(b) vae conv", config("conv", args.conv_epochs, [])))
+        rows = []
+        for run in plan:
+            name = run.args[0]
+            try:
+                rows.append(run())
+            except Exception as e:  # an optional row (a variant, conv) that fails is reported, not fatal
+                if name in ("(a) textbook", "(b) vae mlp"):
+                    raise
+                console.print(f"[red]{name} failed[/]: {type(e).__name__}: {e}", highlight=False)
+                continue
+            r = rows[-1]
+            console.print(
+                f"{r['name']}: {r['n']:,} examples, epochs {' '.join(f'{t:.2f}' for t in r['times'])} s, "
+                f"test -ELBO {r['test']:.2f}"
+            )
 
         matmul_after = matmul_benchmark(device, matmul_seconds)
         console.print(f"(m) again, after the loops: {matmul_after:.1f} GFLOP/s")
