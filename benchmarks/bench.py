@@ -271,12 +271,8 @@ def vae_config(
     model: str, epochs: int, extra: list[str], root: Path, device: torch.device, seed: int, quick: bool
 ):
     """The config `vae train <overrides>` runs with, composed by Hydra from the shipped conf/."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
 
-    from vae_cli.cli import config_dir
-    from vae_cli.config import register_configs
+    from vae_cli.cli import compose_config
 
     overrides = [
         *VAE_OVERRIDES,
@@ -290,15 +286,7 @@ def vae_config(
         *(["dataset.val_size=500"] if quick else []),
         *extra,
     ]
-    register_configs()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            cfg = compose(config_name="train", overrides=overrides)
-    finally:
-        GlobalHydra.instance().clear()
-    OmegaConf.resolve(cfg)
-    return cfg
+    return compose_config(overrides)
 
 
 @contextlib.contextmanager

@@ -14,14 +14,11 @@ from typing import Any
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
 import vae_cli.train
-from vae_cli.cli import config_dir
-from vae_cli.config import register_configs
+from vae_cli.cli import compose_config
 from vae_cli.data import ImageSplit, make_batches, prepare_batch
 from vae_cli.data.loaders import InMemoryBatches, LoaderBatches
 
@@ -146,15 +143,7 @@ def test_dynamic_binarisation_on_the_device(device: torch.device) -> None:
 
 
 def compose_train(overrides: list[str]) -> DictConfig:
-    register_configs()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            cfg = compose(config_name="train", overrides=overrides)
-    finally:
-        GlobalHydra.instance().clear()
-    OmegaConf.resolve(cfg)
-    return cfg
+    return compose_config(overrides)
 
 
 @pytest.fixture

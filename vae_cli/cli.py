@@ -33,6 +33,23 @@ def config_dir() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "conf"
 
 
+def compose_config(overrides: list[str], config_name: str = "train") -> DictConfig:
+    """The resolved config `vae <config_name> <overrides>` would run with, composed without the CLI
+    (for benchmarks, tests and notebooks)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=overrides)
+    finally:
+        GlobalHydra.instance().clear()
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
 def run_task(fn: Callable[[DictConfig, Path], Any], cfg: DictConfig) -> Any:
     """Resolve the config to plain values, run, and turn user errors into one line and exit code 2."""
     try:
