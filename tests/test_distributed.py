@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.conftest import REPO, only_run_dir, run_vae
@@ -28,7 +31,7 @@ TINY = [
 ]
 
 
-def torchrun(args: list[str], cwd: Path, nproc: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:
+def torchrun_command(args: list[str], nproc: int = 2) -> tuple[list[str], dict[str, str]]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "HYDRA_FULL_ERROR"):
         env.pop(key, None)
@@ -42,6 +45,11 @@ def torchrun(args: list[str], cwd: Path, nproc: int = 2, timeout: float = 300) -
         "vae_cli",
         *args,
     ]
+    return command, env
+
+
+def torchrun(args: list[str], cwd: Path, nproc: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:
+    command, env = torchrun_command(args, nproc)
     try:
         return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:
@@ -101,3 +109,54 @@ def test_slurm_path_runs_one_ddp_job_with_a_task_per_process(tmp_path: Path) -> 
     (metrics,) = tmp_path.glob("outputs/train/multirun/*/*/*/metrics.json")
     assert json.loads(metrics.read_text())["world_size"] == 2
     assert len(list(metrics.parent.glob("tensorboard/events.*"))) == 1
+
+
+def worker_pid(rank: int, parent: int) -> int | None:
+    """The pid of torchrun's worker process with RANK=rank (a child of `parent`), from /proc."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            environ = (stat.parent / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and f"RANK={rank}".encode() in environ:
+            return int(stat.parent.name)
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds torchrun's workers through /proc")
+def test_a_signal_to_one_process_stops_every_rank_with_a_resumable_checkpoint(tmp_path: Path) -> None:
+    """Ctrl-C reaching one rank only: the ranks agree to stop at the same step (inside the interval's
+    all-reduce), rank 0 writes a mid-epoch checkpoint, and that checkpoint resumes."""
+    args = ["train", *TINY, "train.epochs=400", "train.batch_size=16", "train.log_every=5"]
+    command, env = torchrun_command(args)
+    proc = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            logs = list(tmp_path.glob("outputs/train/*/*/train.log"))
+            pid = worker_pid(1, proc.pid)
+            if pid and logs and "epoch 1/" in logs[0].read_text():
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"training did not start: {proc.poll()}")
+        os.kill(pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0  # torchrun reports its workers' exit code 130 as a failure
+    assert "a signal to another process: stopped at epoch" in stderr, stderr[-3000:]
+    assert f'File "{REPO / "vae_cli"}' not in stderr  # the traceback printed is torchrun's own report
+    assert "rank 1 stopped at epoch" in stderr  # and rank 1 does not claim to have written a checkpoint
+    last = only_run_dir(tmp_path) / "checkpoints" / "last.ckpt"
+    ckpt = load_checkpoint(last)
+    assert ckpt["epoch"] < 400 and ckpt["world_size"] == 2
+
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    extended = [a if a != "train.epochs=400" else f"train.epochs={ckpt['epoch'] + 1}" for a in args]
+    result = run_vae([*extended, f"train.resume={last}"], resumed)
+    assert result.returncode == 0, result.stderr

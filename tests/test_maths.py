@@ -6,10 +6,11 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
 from vae_cli.config import LossConfig, ModelConfig
-from vae_cli.likelihoods import Gaussian, create_likelihood
+from vae_cli.likelihoods import BernoulliNLL, Gaussian, create_likelihood
 from vae_cli.models import create_model
 from vae_cli.objectives import beta_at, elbo_terms, gaussian_kl
 
@@ -42,6 +43,30 @@ def test_bernoulli_log_prob_matches_torch() -> None:
     expected = Bernoulli(logits=logits).log_prob(x).flatten(1).sum(1)
     torch.testing.assert_close(lik.log_prob(logits, x), expected)
     torch.testing.assert_close(lik.mean(logits), torch.sigmoid(logits))
+
+
+def test_bernoulli_nll_matches_bce_with_logits_in_value_and_gradient() -> None:
+    """The hand-written forward/backward of the Bernoulli NLL against torch's BCE-with-logits, including
+    logits far in the tails (where a naive log(sigmoid(l)) would give -inf) and grey-level targets."""
+    torch.manual_seed(0)
+    logits = torch.cat([torch.randn(6, 50) * 4, torch.tensor([[-200.0, -30.0, 0.0, 30.0, 200.0] * 10])])
+    x = torch.rand(7, 50)
+    x[:3] = x[:3].round()
+    ours, theirs = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    xo, xt = x.clone().requires_grad_(), x.clone().requires_grad_()
+    nll = BernoulliNLL.apply(ours, xo)
+    expected = F.binary_cross_entropy_with_logits(theirs, xt, reduction="none").sum(1)
+    torch.testing.assert_close(nll, expected, rtol=1e-6, atol=1e-4)
+    weights = torch.randn(7)  # a non-uniform upstream gradient
+    (nll * weights).sum().backward()
+    (expected * weights).sum().backward()
+    torch.testing.assert_close(ours.grad, theirs.grad)
+    torch.testing.assert_close(xo.grad, xt.grad)
+    double = (
+        torch.randn(3, 5, dtype=torch.float64, requires_grad=True),
+        torch.rand(3, 5, dtype=torch.float64),
+    )
+    assert torch.autograd.gradcheck(BernoulliNLL.apply, double)
 
 
 @pytest.mark.parametrize("variance", ["fixed", "global", "pixel"])
