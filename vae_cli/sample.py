@@ -37,6 +37,8 @@ log = logging.getLogger("vae")
 
 #: test images encoded to rank the latent dimensions by their average KL
 KL_EXAMPLES = 1000
+#: codes decoded per pass: a full device without holding every image's decoder activations at once
+DECODE_BATCH = 4096
 
 
 def sample(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -93,8 +95,11 @@ def prior_samples(
     """n images decoded from z ~ N(0, temperature^2 I): E[x|z], or a draw x ~ p(x|z) when `draw`."""
     device = next(model.parameters()).device
     z = temperature * torch.randn(n, model.latent_dim, generator=generator, device=device)
-    params = model.decode(z)
-    return model.likelihood.sample(params, generator) if draw else model.likelihood.mean(params)
+    images = []
+    for codes in z.split(DECODE_BATCH):  # thousands of samples (e.g. for FID) in device-sized passes
+        params = model.decode(codes)
+        images.append(model.likelihood.sample(params, generator) if draw else model.likelihood.mean(params))
+    return torch.cat(images)
 
 
 @torch.no_grad()

@@ -58,6 +58,9 @@ log = logging.getLogger("vae")
 #: Config sections that define the model; a resumed run must keep them.
 MODEL_DEFINING_KEYS = ("dataset", "model", "loss", "latent_dim")
 NUM_IMAGES = 64
+#: evaluation keeps no activations for a backward pass, so it takes this many times the training batch:
+#: fewer, fuller passes on a GPU (on a 2-core CPU it is neutral for the MLP, 13% faster for the conv model)
+EVAL_BATCH_FACTOR = 4
 DIST_TIMEOUT_S = 900  # a rank that dies makes the others fail after this long instead of hanging
 
 
@@ -117,7 +120,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         batches = {
             split: make_batches(
                 getattr(data, split),
-                tc.batch_size,
+                tc.batch_size if split == "train" else eval_batch_size(tc.batch_size),
                 split == "train",
                 cfg.seed,
                 device,
@@ -247,7 +250,13 @@ def fit(run: Run, train_batches: BatchSource, val_batches: BatchSource, run_dir:
     if best.is_file():
         model.load_state_dict(load_checkpoint(best, run.device)["model"])
     test_batches = make_batches(
-        data.test, tc.batch_size, False, cfg.seed, run.device, cfg.dataset.in_memory, tc.num_workers
+        data.test,
+        eval_batch_size(tc.batch_size),
+        False,
+        cfg.seed,
+        run.device,
+        cfg.dataset.in_memory,
+        tc.num_workers,
     )
     test_metrics = evaluate_batches(model, test_batches, data, cfg, run.device)
     test_metrics.update(representation_metrics(model, data.test, data.binarize, run.device, cfg.seed))
@@ -474,6 +483,10 @@ def log_images(
     tb.image_grid("val/reconstructions", interleave_rows(x, model.reconstruct(x), 8), step)
     tb.image_grid("samples/prior", model.sample(NUM_IMAGES, generator=generator), step)
     model.train()
+
+
+def eval_batch_size(train_batch_size: int) -> int:
+    return EVAL_BATCH_FACTOR * train_batch_size
 
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
