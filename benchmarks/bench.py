@@ -1,6 +1,6 @@
 """Training speed of `vae` against the textbook PyTorch VAE loop, in one process on this machine.
 
-    .venv/bin/python benchmarks/bench.py             # what `make bench` runs: 3 epochs per MLP row, 1 conv epoch
+    .venv/bin/python benchmarks/bench.py             # what `make bench` runs: 5 epochs per MLP row, 1 conv epoch
     .venv/bin/python benchmarks/bench.py --quick     # smoke run: 1 epoch of each on a 6k/1k subset
     .venv/bin/python benchmarks/bench.py --variants '' --conv-epochs 0   # the fp32 MLP rows only
 
@@ -21,10 +21,13 @@ targets (no binarisation), seed 0.
        binarisation; the targets are checked on the plain fp32 row;
   (m)  torch.matmul alone, at the shapes of the MLP's forward and backward matrix products.
 
-An epoch is the training pass only: validation, checkpoints and the test pass fall outside it. Rows run
-one after another, each in the main thread (ATen's OpenMP loops run several times slower when called from
-another thread, so `vae train` is not run in one). The summary uses each row's best epoch (the least
-disturbed by other work on the machine); all are listed, and a warning says when the timings look
+An epoch is the training pass only: validation, checkpoints and the test pass fall outside it. The
+epochs of (a), (a2), (a3) and vae's fp32 MLP interleave, round by round (a slow spell on a shared machine
+then slows all of them alike; each textbook row keeps its own RNG state, so vae draws exactly what `vae
+train` draws); the other rows follow one after another. Everything runs in the main thread (ATen's
+OpenMP loops run several times slower when called from another thread, so `vae train` is not run in
+one). The summary uses each row's best epoch (the least disturbed by other work on the machine); all
+are listed, and a warning says when the timings look
 disturbed: the micro-benchmark measured after the loops differs from the one before, or a row's epochs
 spread by more than 15%. GFLOP/s counts the matrix products of forward and backward (torch's
 FlopCounterMode), so "of (m)" says how close a loop comes to the bare matrix products. Every model is
@@ -235,36 +238,59 @@ class SlicedTensor:
             yield self.dataset[order[start : start + BATCH]], None
 
 
-def run_textbook(
-    name: str, feed: str, *, root: Path, epochs: int, device: torch.device, test: torch.Tensor, seed: int
-) -> dict:
-    """(a), (a2), (a3): the textbook model and step, fed by `feed`."""
-    from torchvision import datasets, transforms
+class TextbookRow:
+    """(a), (a2), (a3): the textbook model and step, fed by `feed`, one timed epoch per `epoch()` call.
 
-    torch.manual_seed(seed)
-    train_set = datasets.FashionMNIST(str(root), train=True, download=False, transform=transforms.ToTensor())
-    if feed == "dataloader":
-        loader = DataLoader(train_set, batch_size=BATCH, shuffle=True)
-    elif feed == "tensordataset":
-        images = train_set.data.unsqueeze(1).float().div(255)
-        loader = DataLoader(TensorDataset(images, train_set.targets), batch_size=BATCH, shuffle=True)
-    else:
-        loader = SlicedTensor(train_set.data.unsqueeze(1).float().div(255).to(device))
-    model = TextbookVAE().to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    times = []
-    for _ in range(epochs):
-        start = time.perf_counter()
-        textbook_epoch(model, optimizer, loader, device)
-        synchronize(device)
-        times.append(time.perf_counter() - start)
+    It keeps its own global-RNG state between calls (its DataLoader shuffles and its z draws use torch's
+    global generator), so its epochs can run between vae's epochs without changing vae's draws."""
 
-    def score(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
-        mu, logvar = model.encode(x.view(-1, 784))
-        z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=generator, device=device)
-        return F.binary_cross_entropy(model.decode(z), x.view(-1, 784), reduction="sum"), mu, logvar
+    def __init__(self, name: str, feed: str, *, root: Path, device: torch.device, seed: int) -> None:
+        from torchvision import datasets, transforms
 
-    return result(name, len(train_set), times, MLP_FLOPS, test_neg_elbo(model, score, test, seed))
+        self.name, self.device, self.times = name, device, []
+        self.cuda = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=self.cuda):
+            torch.manual_seed(seed)
+            self.train_set = datasets.FashionMNIST(
+                str(root), train=True, download=False, transform=transforms.ToTensor()
+            )
+            if feed == "dataloader":
+                self.loader = DataLoader(self.train_set, batch_size=BATCH, shuffle=True)
+            elif feed == "tensordataset":
+                images = self.train_set.data.unsqueeze(1).float().div(255)
+                self.loader = DataLoader(
+                    TensorDataset(images, self.train_set.targets), batch_size=BATCH, shuffle=True
+                )
+            else:
+                self.loader = SlicedTensor(self.train_set.data.unsqueeze(1).float().div(255).to(device))
+            self.model = TextbookVAE().to(device)
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+            self.rng = self.rng_states()
+
+    def rng_states(self) -> list[torch.Tensor]:
+        return [torch.get_rng_state(), *(torch.cuda.get_rng_state(d) for d in self.cuda)]
+
+    def epoch(self) -> None:
+        with torch.random.fork_rng(devices=self.cuda):
+            torch.set_rng_state(self.rng[0])
+            for d, state in zip(self.cuda, self.rng[1:], strict=True):
+                torch.cuda.set_rng_state(state, d)
+            start = time.perf_counter()
+            textbook_epoch(self.model, self.optimizer, self.loader, self.device)
+            synchronize(self.device)
+            self.times.append(time.perf_counter() - start)
+            self.rng = self.rng_states()
+
+    def result(self, test: torch.Tensor, seed: int) -> dict:
+        model, device = self.model, self.device
+
+        def score(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+            mu, logvar = model.encode(x.view(-1, 784))
+            z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=generator, device=device)
+            return F.binary_cross_entropy(model.decode(z), x.view(-1, 784), reduction="sum"), mu, logvar
+
+        loss = test_neg_elbo(model, score, test, seed)
+        return result(self.name, len(self.train_set), self.times, MLP_FLOPS, loss)
 
 
 # ------------------------------------------------------------------------------------------ vae (b)
@@ -293,14 +319,18 @@ def vae_config(
 
 
 @contextlib.contextmanager
-def timed_train_epochs(device: torch.device) -> Iterator[list[tuple[float, int]]]:
+def timed_train_epochs(
+    device: torch.device, before_each: Callable[[], None] = lambda: None
+) -> Iterator[list[tuple[float, int]]]:
     """Time each call of vae_cli.train.train_epoch (the unmodified function, as train() calls it) and
-    note its number of examples (its BatchSource argument's num_examples)."""
+    note its number of examples (its BatchSource argument's num_examples); `before_each` runs, untimed,
+    before each of them."""
     import vae_cli.train
 
     real, times = vae_cli.train.train_epoch, []
 
     def timed(*args, **kwargs):
+        before_each()
         start = time.perf_counter()
         out = real(*args, **kwargs)
         synchronize(device)
@@ -328,15 +358,25 @@ def quiet_vae_console() -> Iterator[None]:
         console_.quiet = quiet
 
 
-def run_vae(name: str, cfg, *, root: Path, device: torch.device, test: torch.Tensor, seed: int) -> dict:
-    """(b): `vae_cli.train.train(cfg, run_dir)`; then its best checkpoint is scored like the others."""
+def run_vae(
+    name: str,
+    cfg,
+    *,
+    root: Path,
+    device: torch.device,
+    test: torch.Tensor,
+    seed: int,
+    between: Callable[[], None] = lambda: None,
+) -> dict:
+    """(b): `vae_cli.train.train(cfg, run_dir)`, with `between` run before each of its epochs; then its
+    best checkpoint is scored like the others."""
     from vae_cli.checkpoint import load_checkpoint
     from vae_cli.likelihoods import create_likelihood
     from vae_cli.models import create_model
     from vae_cli.train import train
 
     run_dir = root / "runs" / name.replace(" ", "_")
-    with timed_train_epochs(device) as timed, quiet_vae_console():
+    with timed_train_epochs(device, between) as timed, quiet_vae_console():
         metrics = train(cfg, run_dir)
     net = create_model(cfg.model, (1, 28, 28), cfg.latent_dim, create_likelihood(cfg.loss)).to(device)
     net.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "best.ckpt", device)["model"])
@@ -449,6 +489,13 @@ def result(name: str, n: int, times: list[float], flops_per_example: int, test_l
     }
 
 
+def print_row(r: dict) -> None:
+    console.print(
+        f"{r['name']}: {r['n']:,} examples, epochs {' '.join(f'{t:.2f}' for t in r['times'])} s, "
+        f"test -ELBO {r['test']:.2f}"
+    )
+
+
 def floor2(x: float) -> float:
     """Rounded down to 2 decimals: a 2.996x that misses a 3x target never prints as 3.00x."""
     return math.floor(x * 100) / 100
@@ -511,7 +558,7 @@ one scoring function for every row (vae's own evaluation in brackets)"""
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=3, help="epochs of each MLP loop (default 3)")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs of each MLP loop (default 5)")
     parser.add_argument("--conv-epochs", type=int, default=1, help="epochs of vae's conv model (0 skips it)")
     parser.add_argument(
         "--data",
@@ -556,36 +603,35 @@ def main(argv: list[str] | None = None) -> int:
         matmul_before = matmul_benchmark(device, matmul_seconds)
         console.print(f"(m) torch.matmul at the MLP's shapes: {matmul_before:.1f} GFLOP/s")
 
-        textbook = partial(
-            run_textbook, root=textbook_root, epochs=args.epochs, device=device, test=test, seed=args.seed
-        )
-        vae = partial(run_vae, root=root, device=device, test=test, seed=args.seed)
-        plan = [partial(textbook, "(a) textbook", "dataloader")]
+        # The textbook rows' epochs run between vae's fp32 MLP epochs, round by round, so a slow spell on
+        # a shared machine slows every row of the comparison alike; the other vae rows follow.
+        feeds = [("(a) textbook", "dataloader")]
         if not args.no_ladder:
-            plan += [
-                partial(textbook, "(a2) TensorDataset", "tensordataset"),
-                partial(textbook, "(a3) sliced tensor", "sliced"),
-            ]
-        plan.append(partial(vae, "(b) vae mlp", config("mlp", args.epochs, [])))
-        for variant in variants:
-            plan.append(partial(vae, f"(b) vae mlp {variant}", config("mlp", args.epochs, VARIANTS[variant])))
+            feeds += [("(a2) TensorDataset", "tensordataset"), ("(a3) sliced tensor", "sliced")]
+        textbook_rows = [
+            TextbookRow(name, feed, root=textbook_root, device=device, seed=args.seed) for name, feed in feeds
+        ]
+
+        def textbook_round() -> None:
+            for row in textbook_rows:
+                row.epoch()
+
+        vae = partial(run_vae, root=root, device=device, test=test, seed=args.seed)
+        mlp = vae("(b) vae mlp", config("mlp", args.epochs, []), between=textbook_round)
+        rows = [row.result(test, args.seed) for row in textbook_rows] + [mlp]
+        plan = [partial(vae, f"(b) vae mlp {v}", config("mlp", args.epochs, VARIANTS[v])) for v in variants]
         if args.conv_epochs:
             plan.append(partial(vae, "(b) vae conv", config("conv", args.conv_epochs, [])))
-        rows = []
+        for r in rows:
+            print_row(r)
         for run in plan:
             name = run.args[0]
             try:
                 rows.append(run())
             except Exception as e:  # an optional row (a variant, conv) that fails is reported, not fatal
-                if name in ("(a) textbook", "(b) vae mlp"):
-                    raise
                 console.print(f"[red]{name} failed[/]: {type(e).__name__}: {e}", highlight=False)
                 continue
-            r = rows[-1]
-            console.print(
-                f"{r['name']}: {r['n']:,} examples, epochs {' '.join(f'{t:.2f}' for t in r['times'])} s, "
-                f"test -ELBO {r['test']:.2f}"
-            )
+            print_row(rows[-1])
 
         matmul_after = matmul_benchmark(device, matmul_seconds)
         console.print(f"(m) again, after the loops: {matmul_after:.1f} GFLOP/s")
