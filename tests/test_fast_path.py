@@ -6,6 +6,7 @@ No timing here: speed is measured by benchmarks/bench.py (`make bench`).
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 from collections.abc import Iterator
@@ -216,3 +217,33 @@ def test_the_loop_reads_the_device_per_log_interval_not_per_step(
     assert many == few <= 4, host_reads  # 3.5x the steps, not one read more
     logged, _ = reads(8, 5)  # five intervals
     assert few < logged < steps_many, host_reads
+
+
+def test_optimizer_is_fused_where_supported_and_resumes_across_implementations() -> None:
+    """Adam runs its fused kernel on CPU; a state saved by one implementation (an older checkpoint, a
+    machine without the fused kernel) loads into the other and keeps this machine's, with equal steps.
+    (Deep copies stand in for the checkpoint file: load_state_dict would share the tensors otherwise.)"""
+    cfg = compose_config(TINY_TRAIN)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    fused = vae_cli.train.create_optimizer(model, cfg)
+    assert fused.param_groups[0]["fused"] is True
+
+    def step(optimizer: torch.optim.Optimizer, net: torch.nn.Module) -> None:
+        optimizer.zero_grad()
+        net(torch.ones(2, 4)).square().sum().backward()
+        optimizer.step()
+
+    step(fused, model)
+    twin = torch.nn.Linear(4, 3)
+    twin.load_state_dict(model.state_dict())
+    plain = torch.optim.Adam(twin.parameters(), lr=cfg.train.lr)  # torch's default implementation
+    plain.load_state_dict(vae_cli.train.with_kernels_of(plain, copy.deepcopy(fused.state_dict())))
+    assert not plain.param_groups[0]["fused"]
+    back = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, fused=True)
+    back.load_state_dict(vae_cli.train.with_kernels_of(back, copy.deepcopy(plain.state_dict())))
+    assert back.param_groups[0]["fused"] is True
+    step(plain, twin)
+    step(back, model)
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(a, b)

@@ -27,6 +27,9 @@ def epoch_progress(enabled: bool = True) -> Progress:
         console=console,
         transient=True,
         disable=not enabled,
+        # Its refresh thread takes the GIL (and a core) to render: twice a second is enough for a bar,
+        # and leaves the training threads alone (rich's default is 10 times a second).
+        refresh_per_second=2,
     )
 
 
