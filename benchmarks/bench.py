@@ -19,10 +19,12 @@ targets (no binarisation), seed 0.
        default channels; its epochs are timed around `vae_cli.train.train_epoch`, the unmodified function;
        extra MLP rows (--variants) add train.precision=bf16-mixed, train.compile=true or dynamic
        binarisation; the targets are checked on the plain fp32 row;
+  (c)  the floor: the textbook model trained with vae's kernels (index_select batches of uint8 images,
+       the Bernoulli NLL with its hand-written backward, fused Adam) in a bare loop, nothing else;
   (m)  torch.matmul alone, at the shapes of the MLP's forward and backward matrix products.
 
 An epoch is the training pass only: validation, checkpoints and the test pass fall outside it. The
-epochs of (a), (a2), (a3) and vae's fp32 MLP interleave, round by round (a slow spell on a shared machine
+epochs of (a), (a2), (a3), (c) and vae's fp32 MLP interleave, round by round (a slow spell on a shared machine
 then slows all of them alike; each textbook row keeps its own RNG state, so vae draws exactly what `vae
 train` draws); the other rows follow one after another. Everything runs in the main thread (ATen's
 OpenMP loops run several times slower when called from another thread, so `vae train` is not run in
@@ -238,8 +240,28 @@ class SlicedTensor:
             yield self.dataset[order[start : start + BATCH]], None
 
 
+def floor_epoch(model: TextbookVAE, optimizer, images: torch.Tensor, device: torch.device) -> None:
+    """(c): vae's kernels in a bare loop: uint8 rows by index_select, scaled on the device, the textbook
+    model's layers with logits out, vae's Bernoulli NLL (its hand-written backward) plus the closed-form
+    KL, averaged per example, fused Adam; no logging, no checks, no config. What vae's loop could reach."""
+    from vae_cli.likelihoods import BernoulliNLL
+
+    model.train()
+    order = torch.randperm(len(images), device=device)
+    for start in range(0, len(order), BATCH):
+        x = images.index_select(0, order[start : start + BATCH]).float().div_(255)
+        mu, logvar = model.encode(x)
+        logits = model.fc4(F.relu(model.fc3(model.reparameterize(mu, logvar))))
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+        loss = (BernoulliNLL.apply(logits, x) + kl).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
 class TextbookRow:
-    """(a), (a2), (a3): the textbook model and step, fed by `feed`, one timed epoch per `epoch()` call.
+    """(a), (a2), (a3): the textbook model and step, fed by `feed`, one timed epoch per `epoch()` call;
+    (c) with feed "floor": the same model trained by `floor_epoch`.
 
     It keeps its own global-RNG state between calls (its DataLoader shuffles and its z draws use torch's
     global generator), so its epochs can run between vae's epochs without changing vae's draws."""
@@ -261,10 +283,14 @@ class TextbookRow:
                 self.loader = DataLoader(
                     TensorDataset(images, self.train_set.targets), batch_size=BATCH, shuffle=True
                 )
-            else:
+            elif feed == "sliced":
                 self.loader = SlicedTensor(self.train_set.data.unsqueeze(1).float().div(255).to(device))
+            else:  # floor: one uint8 tensor of flattened images on the device
+                self.loader = self.train_set.data.flatten(1).to(device)
+            self.feed = feed
             self.model = TextbookVAE().to(device)
-            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+            fused = {"fused": True} if feed == "floor" else {}
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3, **fused)
             self.rng = self.rng_states()
 
     def rng_states(self) -> list[torch.Tensor]:
@@ -276,18 +302,23 @@ class TextbookRow:
             for d, state in zip(self.cuda, self.rng[1:], strict=True):
                 torch.cuda.set_rng_state(state, d)
             start = time.perf_counter()
-            textbook_epoch(self.model, self.optimizer, self.loader, self.device)
+            run_epoch = floor_epoch if self.feed == "floor" else textbook_epoch
+            run_epoch(self.model, self.optimizer, self.loader, self.device)
             synchronize(self.device)
             self.times.append(time.perf_counter() - start)
             self.rng = self.rng_states()
 
     def result(self, test: torch.Tensor, seed: int) -> dict:
-        model, device = self.model, self.device
+        model, device, logits_out = self.model, self.device, self.feed == "floor"
 
         def score(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
-            mu, logvar = model.encode(x.view(-1, 784))
+            x = x.view(-1, 784)
+            mu, logvar = model.encode(x)
             z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=generator, device=device)
-            return F.binary_cross_entropy(model.decode(z), x.view(-1, 784), reduction="sum"), mu, logvar
+            if logits_out:
+                logits = model.fc4(F.relu(model.fc3(z)))
+                return F.binary_cross_entropy_with_logits(logits, x, reduction="sum"), mu, logvar
+            return F.binary_cross_entropy(model.decode(z), x, reduction="sum"), mu, logvar
 
         loss = test_neg_elbo(model, score, test, seed)
         return result(self.name, len(self.train_set), self.times, MLP_FLOPS, loss)
@@ -534,7 +565,7 @@ def report(rows: list[dict], matmul_gflops: float) -> Table:
             f"{floor2(base['epoch'] / r['epoch']):.2f}x",
             f"{r['flops'] / 1e6:.2f}",
             f"{r['gflops']:.1f}",
-            f"{100 * r['gflops'] / matmul_gflops:.0f}%",
+            f"{math.floor(100 * r['gflops'] / matmul_gflops)}%",
             f"{r['test']:.2f}" + (f" ({r['own_test']:.2f})" if "own_test" in r else ""),
         )
     matmul_epoch = MLP_FLOPS * base["n"] / (matmul_gflops * 1e9)
@@ -550,6 +581,7 @@ LEGEND = """\
 (a2) the same model and step fed by DataLoader(TensorDataset) in memory; (a3) by slicing one float tensor
 (b) vae: vae_cli.train.train with Hydra's config for `vae train dataset=fashion_mnist dataset.binarize=none
     model=mlp model.hidden_dims=[400] latent_dim=20 train.batch_size=128 loss=bernoulli` (conv: model=conv)
+(c) floor: vae's kernels (index_select, the Bernoulli NLL, fused Adam) in a bare hand-written loop
 (m) torch.matmul alone at the MLP's forward and backward shapes: the time its matrix products need
 best: the fastest epoch; vs (a): epoch time of (a) / this row's; GFLOP/s: matrix-product FLOPs of forward
 and backward per second; of (m): that against (m); test -ELBO: nats per example on the 10k test set, the
@@ -608,6 +640,7 @@ def main(argv: list[str] | None = None) -> int:
         feeds = [("(a) textbook", "dataloader")]
         if not args.no_ladder:
             feeds += [("(a2) TensorDataset", "tensordataset"), ("(a3) sliced tensor", "sliced")]
+        feeds.append(("(c) floor", "floor"))
         textbook_rows = [
             TextbookRow(name, feed, root=textbook_root, device=device, seed=args.seed) for name, feed in feeds
         ]
@@ -664,7 +697,7 @@ def main(argv: list[str] | None = None) -> int:
         if r["name"].startswith("(b) vae mlp "):  # the variants, for comparison with the targets
             console.print(
                 f"     {r['name']}: {floor2(textbook_row['epoch'] / r['epoch']):.2f}x the textbook loop, "
-                f"{100 * r['gflops'] / matmul_gflops:.0f}% of the fp32 matmul rate, test -ELBO {r['test']:.2f}",
+                f"{math.floor(100 * r['gflops'] / matmul_gflops)}% of the fp32 matmul rate, test -ELBO {r['test']:.2f}",
                 highlight=False,
             )
     noisy = [r["name"] for r in rows if len(r["times"]) > 1 and max(r["times"]) > 1.15 * min(r["times"])]

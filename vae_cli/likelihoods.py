@@ -26,6 +26,10 @@ class Likelihood(nn.Module):
         """log p(x|z) per example, summed over every data dimension: shape (N,)."""
         raise NotImplementedError
 
+    def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """-log p(x|z) per example (N,): the reconstruction term the training loss uses."""
+        return -self.log_prob(params, x)
+
     def mean(self, params: torch.Tensor) -> torch.Tensor:
         """E[x|z], the image shown for a decoded code."""
         raise NotImplementedError
@@ -43,9 +47,12 @@ class Bernoulli(Likelihood):
     """p(x|z) = prod_i Bern(x_i; sigmoid(logit_i)); valid for x in [0, 1] (the continuous-valued
     use is the usual 'BCE on grey levels' and is not normalised for non-binary x)."""
 
-    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         logits, x = params.float().flatten(1), x.float().flatten(1)
-        return -BernoulliNLL.apply(logits, x.expand_as(logits))
+        return BernoulliNLL.apply(logits, x.expand_as(logits))
+
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return -self.nll(params, x)
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(params.float())

@@ -57,7 +57,7 @@ def elbo_terms(
     """The ELBO's terms for inputs x; `target` (default x) is what the likelihood scores. `forward` runs
     the model's forward pass when it is wrapped (torch.compile, DistributedDataParallel)."""
     out = (model if forward is None else forward)(x, generator)
-    recon = -model.likelihood.log_prob(out.params, x if target is None else target)
+    recon = model.likelihood.nll(out.params, x if target is None else target)
     kl_per_dim = gaussian_kl(out.mu, out.logvar)
     return Terms(recon, kl_per_dim.sum(1), kl_per_dim)
 

@@ -344,9 +344,8 @@ def train_epoch(run: Run, batches: BatchSource, warmup_steps: int) -> dict[str, 
                 run.scheduler.step()
             progress.step += 1
 
-            window += torch.stack(
-                [loss.detach() * len(x), terms.recon.detach().sum(), terms.kl.detach().sum()]
-            )
+            # sums over the batch's examples: loss, recon and KL are per-example means
+            window.add_(torch.stack([loss, terms.recon.mean(), terms.kl.mean()]).detach(), alpha=len(x))
             window_seen += len(x)
             at_interval = progress.step % tc.log_every == 0 or progress.batch_in_epoch == len(batches)
             stop_here = bool(run.stop.requested) and not run.dist.enabled  # one process stops at once
