@@ -31,7 +31,8 @@ OpenMP loops run several times slower when called from another thread, so `vae t
 one). The summary uses each row's best epoch (the least disturbed by other work on the machine); all
 are listed, and a warning says when the timings look
 disturbed: the micro-benchmark measured after the loops differs from the one before, or a row's epochs
-spread by more than 15%. GFLOP/s counts the matrix products of forward and backward (torch's
+spread by more than 15%. Last, an anatomy of the floor's step (--no-anatomy skips it): the whole step,
+the step without Adam, and the Bernoulli NLL against binary_cross_entropy_with_logits, interleaved. GFLOP/s counts the matrix products of forward and backward (torch's
 FlopCounterMode), so "of (m)" says how close a loop comes to the bare matrix products. Every model is
 scored by one function: the negative ELBO in nats per example on the 10k test set, z drawn from a
 generator seeded the same way.
@@ -498,6 +499,57 @@ def matmul_benchmark(device: torch.device, seconds: float) -> float:
     return best / 1e9
 
 
+def step_anatomy(device: torch.device, rounds: int = 8, steps: int = 40) -> dict[str, float]:
+    """Milliseconds per step of the floor loop (c) on random uint8 images, with parts taken away, the
+    variants interleaved round by round and each one's best round kept: where a step's time goes."""
+    from vae_cli.likelihoods import BernoulliNLL
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (steps * BATCH, 784), generator=g, dtype=torch.uint8).to(device)
+    model = TextbookVAE().to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    logits0, x0 = (
+        torch.randn(BATCH, 784, generator=g).to(device),
+        torch.rand(BATCH, 784, generator=g).to(device),
+    )
+
+    def step(i: int, adam: bool = True) -> None:
+        x = images[i * BATCH : (i + 1) * BATCH].float().div_(255)
+        mu, logvar = model.encode(x)
+        logits = model.fc4(F.relu(model.fc3(model.reparameterize(mu, logvar))))
+        loss = (BernoulliNLL.apply(logits, x) + 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if adam:
+            optimizer.step()
+
+    def loss_only(nll: Callable) -> Callable[[int], None]:
+        def run(i: int) -> None:
+            logits = logits0.clone().requires_grad_()
+            nll(logits, x0).sum().backward()
+
+        return run
+
+    def bce(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(1)
+
+    variants = {
+        "step": step,
+        "no_adam": partial(step, adam=False),
+        "nll": loss_only(BernoulliNLL.apply),  # vae's Bernoulli NLL, forward + backward
+        "bce": loss_only(bce),  # binary_cross_entropy_with_logits, forward + backward
+    }
+    best = dict.fromkeys(variants, math.inf)
+    for _ in range(rounds):
+        for name, run in variants.items():
+            start = time.perf_counter()
+            for i in range(steps):
+                run(i)
+            synchronize(device)
+            best[name] = min(best[name], (time.perf_counter() - start) / steps * 1e3)
+    return best
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -607,6 +659,7 @@ def main(argv: list[str] | None = None) -> int:
         help=f"extra vae MLP rows, comma-separated, from {', '.join(VARIANTS)} (default bf16,compile; '' for none)",
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 epoch of each on a 6k/1k subset")
+    parser.add_argument("--no-anatomy", action="store_true", help="skip the breakdown of the floor's step")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]
@@ -672,6 +725,17 @@ def main(argv: list[str] | None = None) -> int:
     matmul_gflops = max(matmul_before, matmul_after)
     console.print(report(rows, matmul_gflops))
     console.print(LEGEND, highlight=False)
+    if not args.no_anatomy:
+        anatomy = step_anatomy(device)
+        matmul_ms = MLP_FLOPS * BATCH / (matmul_gflops * 1e9) * 1e3
+        step, no_adam = anatomy["step"], anatomy["no_adam"]
+        console.print(
+            f"anatomy of the floor's step (ms, best of interleaved rounds): whole step {step:.2f}; Adam "
+            f"{step - no_adam:.2f}; the matrix products at (m)'s rate {matmul_ms:.2f}; everything else "
+            f"{no_adam - matmul_ms:.2f}, of which vae's Bernoulli NLL {anatomy['nll']:.3f} (forward and "
+            f"backward; binary_cross_entropy_with_logits takes {anatomy['bce']:.3f})",
+            highlight=False,
+        )
     textbook_row, mlp = rows[0], next(r for r in rows if r["name"] == "(b) vae mlp")
     speedup, share = textbook_row["epoch"] / mlp["epoch"], mlp["gflops"] / matmul_gflops
     checks = [
