@@ -116,3 +116,11 @@ def test_dynamic_binarisation_draws_fresh_bernoullis() -> None:
     assert set(x.unique().tolist()) == {0.0, 1.0}
     assert abs(x.mean().item() - 64 / 255) < 0.01
     assert torch.equal(prepare_batch(images, "none"), torch.full((2000, 1, 4, 4), 64 / 255))
+    assert not torch.equal(x, prepare_batch(images, "dynamic"))  # fresh draws every time
+    extremes = torch.tensor([0, 255], dtype=torch.uint8).repeat(5000).view(-1, 1, 1, 2)
+    drawn = prepare_batch(extremes, "dynamic")
+    assert drawn[..., 0].eq(0).all() and drawn[..., 1].eq(1).all()  # black stays 0, white stays 1
+    levels = torch.arange(0, 256, 15, dtype=torch.uint8).repeat(4000, 1).view(4000, 1, 1, -1)
+    g = torch.Generator().manual_seed(0)
+    means = prepare_batch(levels, "dynamic", g).mean(0).flatten()
+    torch.testing.assert_close(means, levels[0].flatten().float() / 255, atol=0.025, rtol=0)
