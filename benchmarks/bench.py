@@ -32,7 +32,8 @@ one). The summary uses each row's best epoch (the least disturbed by other work 
 are listed, and a warning says when the timings look
 disturbed: the micro-benchmark measured after the loops differs from the one before, or a row's epochs
 spread by more than 15%. Last, an anatomy of the floor's step (--no-anatomy skips it): the whole step,
-the step without Adam, and the Bernoulli NLL against binary_cross_entropy_with_logits, interleaved. GFLOP/s counts the matrix products of forward and backward (torch's
+the step without Adam, the Bernoulli NLL against binary_cross_entropy_with_logits, and dynamic
+binarisation against torch.bernoulli, interleaved. GFLOP/s counts the matrix products of forward and backward (torch's
 FlopCounterMode), so "of (m)" says how close a loop comes to the bare matrix products. Every model is
 scored by one function: the negative ELBO in nats per example on the 10k test set, z drawn from a
 generator seeded the same way.
@@ -502,6 +503,7 @@ def matmul_benchmark(device: torch.device, seconds: float) -> float:
 def step_anatomy(device: torch.device, rounds: int = 8, steps: int = 40) -> dict[str, float]:
     """Milliseconds per step of the floor loop (c) on random uint8 images, with parts taken away, the
     variants interleaved round by round and each one's best round kept: where a step's time goes."""
+    from vae_cli.data import prepare_batch
     from vae_cli.likelihoods import BernoulliNLL
 
     g = torch.Generator().manual_seed(0)
@@ -538,6 +540,8 @@ def step_anatomy(device: torch.device, rounds: int = 8, steps: int = 40) -> dict
         "no_adam": partial(step, adam=False),
         "nll": loss_only(BernoulliNLL.apply),  # vae's Bernoulli NLL, forward + backward
         "bce": loss_only(bce),  # binary_cross_entropy_with_logits, forward + backward
+        "binarize": lambda i: prepare_batch(images[:BATCH], "dynamic"),  # vae's dynamic binarisation
+        "bernoulli": lambda i: torch.bernoulli(images[:BATCH].float().div_(255)),  # torch's
     }
     best = dict.fromkeys(variants, math.inf)
     for _ in range(rounds):
@@ -733,7 +737,8 @@ def main(argv: list[str] | None = None) -> int:
             f"anatomy of the floor's step (ms, best of interleaved rounds): whole step {step:.2f}; Adam "
             f"{step - no_adam:.2f}; the matrix products at (m)'s rate {matmul_ms:.2f}; everything else "
             f"{no_adam - matmul_ms:.2f}, of which vae's Bernoulli NLL {anatomy['nll']:.3f} (forward and "
-            f"backward; binary_cross_entropy_with_logits takes {anatomy['bce']:.3f})",
+            f"backward; binary_cross_entropy_with_logits takes {anatomy['bce']:.3f}); dynamic binarisation "
+            f"of a batch {anatomy['binarize']:.3f} (torch.bernoulli: {anatomy['bernoulli']:.3f})",
             highlight=False,
         )
     textbook_row, mlp = rows[0], next(r for r in rows if r["name"] == "(b) vae mlp")
