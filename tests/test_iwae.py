@@ -17,7 +17,7 @@ from torch.distributions import MultivariateNormal
 
 from vae_cli.likelihoods import Bernoulli, Gaussian
 from vae_cli.models import VAE
-from vae_cli.objectives import _log_prob_per_draw, importance_weighted_bound, iwae_log_likelihood
+from vae_cli.objectives import importance_weighted_bound, iwae_log_likelihood
 
 D, d, SIGMA = 6, 2, 0.5
 
@@ -128,16 +128,20 @@ def test_wider_proposal_also_converges(correlated) -> None:
     assert -0.01 < float(gap) < 0.02
 
 
-def test_bernoulli_fast_path_matches_the_likelihood() -> None:
-    """The IWAE's fused Bernoulli log-probability equals Bernoulli.log_prob on the repeated inputs."""
+@pytest.mark.parametrize(
+    "likelihood", [Bernoulli(), Gaussian("pixel", 0.3, 1e-3)], ids=["bernoulli", "gaussian"]
+)
+def test_log_prob_of_draws_broadcasts_the_data_instead_of_copying_it(likelihood) -> None:
+    """The IWAE scores (s, N, ...) decodings against (N, ...) data by broadcasting: equal to scoring the
+    flattened decodings against the data repeated s times."""
     g = torch.Generator().manual_seed(0)
     s, n = 5, 7
-    params = 6 * torch.randn(s * n, 1, 4, 4, generator=g)
+    params = 6 * torch.randn(s * n, likelihood.param_channels, 4, 4, generator=g)
     for x in (
         torch.bernoulli(torch.full((n, 1, 4, 4), 0.3), generator=g),
         torch.rand(n, 1, 4, 4, generator=g),
     ):
-        expected = Bernoulli().log_prob(params, x.unsqueeze(0).expand(s, *x.shape).flatten(0, 1)).view(s, n)
+        expected = likelihood.log_prob(params, x.unsqueeze(0).expand(s, *x.shape).flatten(0, 1)).view(s, n)
         torch.testing.assert_close(
-            _log_prob_per_draw(Bernoulli(), params, x, s), expected, atol=1e-4, rtol=1e-5
+            likelihood.log_prob(params.view(s, n, *params.shape[1:]), x), expected, atol=1e-4, rtol=1e-5
         )

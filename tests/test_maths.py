@@ -67,6 +67,10 @@ def test_bernoulli_nll_matches_bce_with_logits_in_value_and_gradient() -> None:
         torch.rand(3, 5, dtype=torch.float64),
     )
     assert torch.autograd.gradcheck(BernoulliNLL.apply, double)
+    draws = torch.randn(2, 3, 5, dtype=torch.float64, requires_grad=True)  # x (3, 5) broadcast over draws
+    assert torch.autograd.gradcheck(
+        BernoulliNLL.apply, (draws, torch.rand(3, 5, dtype=torch.float64, requires_grad=True))
+    )
 
 
 @pytest.mark.parametrize("variance", ["fixed", "global", "pixel"])

@@ -18,7 +18,6 @@ from typing import NamedTuple
 
 import torch
 
-from vae_cli.likelihoods import Bernoulli, Likelihood
 from vae_cli.models import VAE, VAEOutput
 
 
@@ -79,8 +78,7 @@ def iwae_terms(
     target = x if target is None else target
     out = (model if forward is None else forward)(x, generator, k)
     z = out.z if k > 1 else out.z.unsqueeze(0)  # (k, N, latent)
-    targets = target.unsqueeze(0).expand(k, *target.shape).flatten(0, 1)
-    log_px_z = model.likelihood.log_prob(out.params, targets).view(k, len(x))
+    log_px_z = model.likelihood.log_prob(out.params.view(k, len(x), *out.params.shape[1:]), target)
     mu, logvar = out.mu.float(), out.logvar.float()
     eps = (z.float() - mu) * torch.exp(-0.5 * logvar)
     # log N(z; 0, I) - log N(z; mu, sigma^2): the log(2 pi) terms cancel.
@@ -158,7 +156,8 @@ def importance_weighted_bound(
         s = min(chunk, k - start)
         eps = torch.randn((s, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
         z = mu + std * eps  # (s, N, latent)
-        lp_x_z = _log_prob_per_draw(model.likelihood, model.decode(z.flatten(0, 1)), x, s)
+        params = model.decode(z.flatten(0, 1))
+        lp_x_z = model.likelihood.log_prob(params.view(s, len(x), *params.shape[1:]), x)  # (s, N)
         # log p(z) - log q(z|x) for N(0, I) and N(mu, sigma^2): the log(2 pi) terms cancel.
         ratio = -0.5 * (z.pow(2) - eps.pow(2) - logvar).sum(-1)
         log_w.append(lp_x_z + ratio)
@@ -167,20 +166,6 @@ def importance_weighted_bound(
     log_px = torch.logsumexp(log_w_all.double(), dim=0) - math.log(k)
     mean_log_px_z = torch.cat(log_px_z).double().mean(0)
     return ImportanceEstimate(log_px, mean_log_px_z, log_w_all.double().mean(0) - mean_log_px_z)
-
-
-def _log_prob_per_draw(likelihood: Likelihood, params: torch.Tensor, x: torch.Tensor, s: int) -> torch.Tensor:
-    """log p(x|z) for s decoded draws per example: params (s * N, ...) scored against x (N, ...) -> (s, N)."""
-    n = len(x)
-    if isinstance(likelihood, Bernoulli):
-        # log Bern(x; sigmoid(l)) = x l - softplus(l), softplus(l) = max(l, 0) - log sigmoid(|l|): the sum
-        # -BCE-with-logits computes, without copying x s times, and with the CPU's fast sigmoid and log
-        # (softplus' log1p is 2x slower; this is most of the IWAE's time after the decoder).
-        logits = params.float().view(s, n, -1)
-        x_l = torch.einsum("snd,nd->sn", logits, x.float().reshape(n, -1))
-        return x_l - logits.clamp_min(0).sum(-1) + torch.sigmoid(logits.abs()).log_().sum(-1)
-    target = x.unsqueeze(0).expand(s, *x.shape).flatten(0, 1)
-    return likelihood.log_prob(params, target).view(s, n)
 
 
 def iwae_log_likelihood(
