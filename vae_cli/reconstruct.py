@@ -11,19 +11,17 @@ denoising VAE (`train.denoise=...`) cleans up.
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from PIL import Image
-from torchvision.transforms.v2 import functional as TF
 from torchvision.utils import save_image
 
 from vae_cli.api import first_images, load_data, open_run, pick_split, run_tensorboard
 from vae_cli.config import validate_reconstruct_config
 from vae_cli.data import prepare_batch
+from vae_cli.data.image_folder import load_image
 from vae_cli.data.loaders import corrupt
 from vae_cli.errors import DataError
 from vae_cli.logging import console, interleave_rows
@@ -115,7 +113,8 @@ def reconstruct_images(model: VAE, x: torch.Tensor) -> torch.Tensor:
 
 def read_images(path: Path, shape: tuple[int, int, int]) -> tuple[list[Path], torch.Tensor]:
     """An image file, or every image in a folder (sorted by name, not recursive), as uint8 (N, C, H, W)
-    in the model's shape. Files PIL cannot read are skipped with one warning."""
+    in the model's shape, cropped and resized as dataset=image_folder prepares its training images. Files
+    PIL cannot read are skipped with one warning."""
     if not path.exists():
         raise DataError(f"input={path} does not exist: pass an image file or a folder of images")
     candidates = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
@@ -133,18 +132,3 @@ def read_images(path: Path, shape: tuple[int, int, int]) -> tuple[list[Path], to
     if not tensors:
         raise DataError(f"input={path} holds no readable images (PNG, JPEG, ... files that PIL can open)")
     return files, torch.stack(tensors)
-
-
-def load_image(file: Path, shape: tuple[int, int, int]) -> torch.Tensor | None:
-    """One image as uint8 (C, H, W): converted to L or RGB, resized to cover (H, W), centre-cropped."""
-    c, h, w = shape
-    try:
-        with Image.open(file) as img:
-            img = img.convert("RGB" if c == 3 else "L")
-    except Exception:  # noqa: BLE001  not an image, or a broken one: PIL raises many kinds
-        return None
-    x = TF.pil_to_tensor(img)
-    scale = max(h / x.shape[1], w / x.shape[2])
-    size = [max(h, math.ceil(x.shape[1] * scale - 1e-6)), max(w, math.ceil(x.shape[2] * scale - 1e-6))]
-    x = TF.resize(x, size, antialias=True)
-    return TF.center_crop(x, [h, w])
