@@ -242,23 +242,28 @@ class SlicedTensor:
             yield self.dataset[order[start : start + BATCH]], None
 
 
-def floor_epoch(model: TextbookVAE, optimizer, images: torch.Tensor, device: torch.device) -> None:
-    """(c): vae's kernels in a bare loop: uint8 rows by index_select, scaled on the device, the textbook
-    model's layers with logits out, vae's Bernoulli NLL (its hand-written backward) plus the closed-form
-    KL, averaged per example, fused Adam; no logging, no checks, no config. What vae's loop could reach."""
+def floor_step(model: TextbookVAE, optimizer, x: torch.Tensor, adam: bool = True) -> None:
+    """One step of (c): the textbook model's layers with logits out, vae's Bernoulli NLL (its hand-written
+    backward) plus vae's closed-form KL, averaged per example; fused Adam unless `adam` is False."""
     from vae_cli.likelihoods import BernoulliNLL
+    from vae_cli.objectives import gaussian_kl
 
+    mu, logvar = model.encode(x)
+    logits = model.fc4(F.relu(model.fc3(model.reparameterize(mu, logvar))))
+    loss = (BernoulliNLL.apply(logits, x) + gaussian_kl(mu, logvar).sum(1)).mean()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if adam:
+        optimizer.step()
+
+
+def floor_epoch(model: TextbookVAE, optimizer, images: torch.Tensor, device: torch.device) -> None:
+    """(c): vae's kernels in a bare loop: uint8 rows by index_select, scaled on the device, `floor_step`;
+    no logging, no checks, no config. What vae's loop could reach."""
     model.train()
     order = torch.randperm(len(images), device=device)
     for start in range(0, len(order), BATCH):
-        x = images.index_select(0, order[start : start + BATCH]).float().div_(255)
-        mu, logvar = model.encode(x)
-        logits = model.fc4(F.relu(model.fc3(model.reparameterize(mu, logvar))))
-        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
-        loss = (BernoulliNLL.apply(logits, x) + kl).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        floor_step(model, optimizer, images.index_select(0, order[start : start + BATCH]).float().div_(255))
 
 
 class TextbookRow:
@@ -434,6 +439,8 @@ def test_neg_elbo(model: nn.Module, score: Callable, test: torch.Tensor, seed: i
     """Negative ELBO (nats per example) on the test set: -log p(x|z), the summed BCE on grey levels that
     `score` returns with mu and logvar, plus the KL; one z per example from a generator seeded with
     `seed` (as vae_cli.train.evaluate_batches draws it); batches of 128 in order."""
+    from vae_cli.objectives import gaussian_kl
+
     model.eval()
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -441,7 +448,7 @@ def test_neg_elbo(model: nn.Module, score: Callable, test: torch.Tensor, seed: i
     for start in range(0, len(test), BATCH):
         x = test[start : start + BATCH].to(device).float().div(255).unsqueeze(1)
         recon, mu, logvar = score(x, generator)
-        kl = 0.5 * torch.sum(mu.pow(2) + logvar.exp() - 1 - logvar)
+        kl = gaussian_kl(mu, logvar).sum()
         total += (recon + kl).item()
     return total / len(test)
 
@@ -516,14 +523,7 @@ def step_anatomy(device: torch.device, rounds: int = 8, steps: int = 40) -> dict
     )
 
     def step(i: int, adam: bool = True) -> None:
-        x = images[i * BATCH : (i + 1) * BATCH].float().div_(255)
-        mu, logvar = model.encode(x)
-        logits = model.fc4(F.relu(model.fc3(model.reparameterize(mu, logvar))))
-        loss = (BernoulliNLL.apply(logits, x) + 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if adam:
-            optimizer.step()
+        floor_step(model, optimizer, images[i * BATCH : (i + 1) * BATCH].float().div_(255), adam)
 
     def loss_only(nll: Callable) -> Callable[[int], None]:
         def run(i: int) -> None:
