@@ -26,21 +26,13 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 from vae_cli.api import Trained, load_data, open_run, pick_split, run_tensorboard
 from vae_cli.config import validate_evaluate_config
 from vae_cli.data import DataBundle, ImageSplit, make_batches, prepare_batch
 from vae_cli.data.base import Split
-from vae_cli.logging import console, fmt
+from vae_cli.logging import batch_progress, console, fmt
 from vae_cli.metrics import (
     active_units,
     bits_per_dim,
@@ -139,16 +131,7 @@ def evaluate_split(
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # recon, kl, -elbo, -iwae
     kl_per_dim = torch.zeros(model.latent_dim, dtype=torch.float64, device=device)
     mus = []
-    with Progress(
-        TextColumn("[bold]evaluate"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
+    with batch_progress("evaluate", eta=True) as bar:
         task = bar.add_task("evaluate", total=len(batches))
         for images in batches:
             x = prepare_batch(images, binarize, data_generator)  # binarised once, with a fixed seed

@@ -10,11 +10,26 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 log = logging.getLogger("vae")
 console = Console(stderr=True)
+
+
+def batch_progress(label: str, eta: bool = False) -> Progress:
+    """A transient bar over a command's batches (`vae evaluate`, `vae score`), with the time left if `eta`."""
+    columns = [TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    if eta:
+        columns += [TextColumn("eta"), TimeRemainingColumn()]
+    return Progress(*columns, console=console, transient=True)
 
 
 def epoch_progress(enabled: bool = True) -> Progress:

@@ -31,7 +31,6 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, ListConfig
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from vae_cli.api import Trained, load_data, open_run, pick_split, run_tensorboard
@@ -47,7 +46,7 @@ from vae_cli.data.image_folder import (
 )
 from vae_cli.data.tensor import TENSOR_EXTENSIONS, in_unit_range, read_tensor_file, standardize
 from vae_cli.errors import ConfigError, DataError
-from vae_cli.logging import console, fmt
+from vae_cli.logging import batch_progress, console, fmt
 from vae_cli.metrics import average_precision, roc_auc
 from vae_cli.objectives import gaussian_kl, importance_weighted_bound
 
@@ -265,14 +264,7 @@ def score_split(
     columns: dict[str, list[torch.Tensor]] = {
         k: [] for k in ("neg_elbo", "recon", "kl", "recon_error", "iwae_nll")
     }
-    with Progress(
-        TextColumn("[bold]score"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
+    with batch_progress("score") as bar:
         task = bar.add_task("score", total=len(batches))
         for images in batches:
             x = prepare_batch(images, binarize, data_generator)
