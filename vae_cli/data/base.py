@@ -95,12 +95,21 @@ def split_sizes(n: int, cfg: DatasetConfig) -> tuple[int, int]:
     return sizes[0], sizes[1]
 
 
-def fraction_split(n: int, cfg: DatasetConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Indices (train, val, test) of n examples, drawn once with dataset.seed; each sorted."""
+def fraction_split(
+    n: int, cfg: DatasetConfig, labels: torch.Tensor | None, label_names: list[str]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Indices (train, val, test) of n examples, drawn once with dataset.seed; each sorted. The examples
+    of dataset.exclude_classes then leave train and val (test keeps every class)."""
     n_val, n_test = split_sizes(n, cfg)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
     test, val, train = perm[:n_test], perm[n_test : n_test + n_val], perm[n_test + n_val :]
-    return train.sort().values, val.sort().values, test.sort().values
+    train, val, test = train.sort().values, val.sort().values, test.sort().values
+    if cfg.exclude_classes:
+        drop = excluded_mask(labels, cfg, label_names)
+        train, val = train[~drop[train]], val[~drop[val]]
+        if len(train) == 0:
+            raise ConfigError(f"dataset.exclude_classes={list(cfg.exclude_classes)} leaves no training data")
+    return train, val, test
 
 
 def excluded_mask(labels: torch.Tensor | None, cfg: DatasetConfig, label_names: list[str]) -> torch.Tensor:

@@ -34,7 +34,6 @@ from vae_cli.data.base import (
     DataBundle,
     ImageSplit,
     binarize_static,
-    excluded_mask,
     fraction_split,
 )
 from vae_cli.errors import ConfigError, DataError
@@ -224,12 +223,7 @@ def image_folder(cfg: DatasetConfig, data_dir: Path) -> DataBundle:
         raise DataError(f"none of the image files in {folder} could be read (broken or not images)")
     labels, label_names = folder_labels(folder, files)
     names = [str(f.relative_to(folder)) for f in files]
-    train, val, test = fraction_split(len(files), cfg)
-    if cfg.exclude_classes:  # left out of train and val; test keeps every class
-        drop = excluded_mask(labels, cfg, label_names)
-        train, val = train[~drop[train]], val[~drop[val]]
-        if len(train) == 0:
-            raise ConfigError(f"dataset.exclude_classes={list(cfg.exclude_classes)} leaves no training data")
+    train, val, test = fraction_split(len(files), cfg, labels, label_names)
     if in_memory:
         everything = ImageSplit(images, labels, None, names)
         splits = [everything.subset(index) for index in (train, val, test)]

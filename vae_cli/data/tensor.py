@@ -39,7 +39,6 @@ from vae_cli.data.base import (
     DataBundle,
     ImageSplit,
     binarize_static,
-    excluded_mask,
     fraction_split,
 )
 from vae_cli.data.image_folder import resolve_path
@@ -336,12 +335,7 @@ def tensor(cfg: DatasetConfig, data_dir: Path) -> DataBundle:
     if cfg.binarize == "static" and x.dtype != torch.uint8:
         raise ConfigError("dataset.binarize=static needs uint8 pixels: use dataset.binarize=dynamic")
     names = [str(i) for i in range(len(x))]  # the example's row in the file, 0-based
-    train, val, test = fraction_split(len(x), cfg)
-    if cfg.exclude_classes:  # left out of train and val; test keeps every class
-        drop = excluded_mask(labels, cfg, label_names)
-        train, val = train[~drop[train]], val[~drop[val]]
-        if len(train) == 0:
-            raise ConfigError(f"dataset.exclude_classes={list(cfg.exclude_classes)} leaves no training data")
+    train, val, test = fraction_split(len(x), cfg, labels, label_names)
     everything = ImageSplit(x, labels, None, names)
     splits = [everything.subset(index) for index in (train, val, test)]
     stats = None
