@@ -418,15 +418,15 @@ def nonfinite_error(loss: float, epoch: int, step: int, ckpt_dir: Path, why: str
 def interrupted(run: Run, train_metrics: dict[str, float]) -> TrainingStopped:
     """Write a resumable checkpoint (mid-epoch: it records how far the epoch got) and say how to go on."""
     path = run.ckpt_dir / "last.ckpt"
+    where = f"epoch {run.progress.epoch + 1}, step {run.progress.step}"
     if not run.dist.is_main:
-        where = f"epoch {run.progress.epoch + 1}, step {run.progress.step}"
         return TrainingStopped(
             f"{run.stop.requested}: rank {run.dist.rank} stopped at {where}; rank 0 writes the checkpoint",
             130,
         )
     save_checkpoint(path, checkpoint_payload(run, train_metrics, {}))
     return TrainingStopped(
-        f"{run.stop.requested}: stopped at epoch {run.progress.epoch + 1}, step {run.progress.step}; checkpoint "
+        f"{run.stop.requested}: stopped at {where}; checkpoint "
         f"written; continue with: vae train train.resume={path.resolve()} (and the same overrides)",
         130,
     )
