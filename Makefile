@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint format train bench tensorboard clean
+.PHONY: help install test lint format docs train bench tensorboard clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ lint: ## Lint with ruff
 format: ## Format the code with ruff
 	$(BIN)/ruff format vae_cli tests benchmarks
 	$(BIN)/ruff check --fix vae_cli tests benchmarks
+
+docs: ## Regenerate docs/configuration.md from the config schemas
+	$(BIN)/python -m vae_cli.config.reference --write
 
 train: ## Train with the default config; pass overrides as ARGS='model=conv dataset=synthetic'
 	$(BIN)/vae train $(ARGS)

@@ -13,10 +13,10 @@ targets (no binarisation), seed 0.
        DataLoader(shuffle=True), the 784-400-20 MLP VAE, BCE(sum) + KLD, `loss.item()` every step;
   (a2) the same model and step, fed by a DataLoader over an in-memory TensorDataset;
   (a3) the same model and step, fed by slicing one in-memory float tensor with a shuffled index;
-  (b)  `vae`'s own training: `vae_cli.train.train` with the config Hydra composes for
+  (b)  `vae`'s own training: `vae_cli.training.loop.train` with the config Hydra composes for
        `vae train dataset=fashion_mnist dataset.binarize=none model=mlp model.hidden_dims=[400]
        latent_dim=20 train.batch_size=128 loss=bernoulli`, for the MLP, and for the conv model with its
-       default channels; its epochs are timed around `vae_cli.train.train_epoch`, the unmodified function;
+       default channels; its epochs are timed by the loop itself (metrics.json's `epoch_train_seconds`);
        extra MLP rows (--variants) add train.precision=bf16-mixed, train.compile=true or dynamic
        binarisation; the targets are checked on the plain fp32 row;
   (c)  the floor: the textbook model trained with vae's kernels (index_select batches of uint8 images,
@@ -48,7 +48,6 @@ import math
 import os
 import platform
 import shutil
-import struct
 import sys
 import tempfile
 import time
@@ -68,12 +67,10 @@ from torch.utils.flop_counter import FlopCounterMode
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # runs from a checkout without installing
 
-IDX_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
+from vae_cli.data.mnist import FILES, read_idx, write_idx  # noqa: E402
+from vae_cli.training.runtime import available_cores  # noqa: E402
+
+IDX_FILES = tuple(FILES.values())
 FMNIST_FOLDERS = (
     Path(os.environ.get("VAE_DATA_DIR", REPO / "data")) / "FashionMNIST" / "raw",
     Path("/usr/share/datasets/fashion-mnist"),
@@ -114,21 +111,6 @@ def find_fashion_mnist() -> dict[str, Path] | None:
         if len(found) == len(IDX_FILES):
             return found
     return None
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """IDX: magic 0x0000 0x08 (uint8) <ndim>, then the sizes as big-endian int32, then the bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape))
-        f.write(np.ascontiguousarray(array, dtype=np.uint8).tobytes())
-
-
-def read_idx(path: Path) -> np.ndarray:
-    data = path.read_bytes()
-    ndim = data[3]
-    dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
 def prepare_data(root: Path, data: str, quick: bool) -> str:
@@ -246,7 +228,7 @@ def floor_step(model: TextbookVAE, optimizer, x: torch.Tensor, adam: bool = True
     """One step of (c): the textbook model's layers with logits out, vae's Bernoulli NLL (its hand-written
     backward) plus vae's closed-form KL, averaged per example; fused Adam unless `adam` is False."""
     from vae_cli.likelihoods import BernoulliNLL
-    from vae_cli.objectives import gaussian_kl
+    from vae_cli.models.vae import gaussian_kl
 
     mu, logvar = model.encode(x)
     logits = model.fc4(F.relu(model.fc3(model.reparameterize(mu, logvar))))
@@ -357,38 +339,12 @@ def vae_config(
 
 
 @contextlib.contextmanager
-def timed_train_epochs(
-    device: torch.device, before_each: Callable[[], None] = lambda: None
-) -> Iterator[list[tuple[float, int]]]:
-    """Time each call of vae_cli.train.train_epoch (the unmodified function, as train() calls it) and
-    note its number of examples (its BatchSource argument's num_examples); `before_each` runs, untimed,
-    before each of them."""
-    import vae_cli.train
-
-    real, times = vae_cli.train.train_epoch, []
-
-    def timed(*args, **kwargs):
-        before_each()
-        start = time.perf_counter()
-        out = real(*args, **kwargs)
-        synchronize(device)
-        elapsed = time.perf_counter() - start
-        times.append((elapsed, next(a.num_examples for a in args if hasattr(a, "num_examples"))))
-        return out
-
-    vae_cli.train.train_epoch = timed
-    try:
-        yield times
-    finally:
-        vae_cli.train.train_epoch = real
-
-
 @contextlib.contextmanager
 def quiet_vae_console() -> Iterator[None]:
     """vae's own progress bar and results table stay silent (its test loss is shown in brackets)."""
-    from vae_cli import logging as vae_logging
+    from vae_cli import console as vae_console
 
-    console_ = vae_logging.console
+    console_ = vae_console.console
     quiet, console_.quiet = console_.quiet, True
     try:
         yield
@@ -406,16 +362,16 @@ def run_vae(
     seed: int,
     between: Callable[[], None] = lambda: None,
 ) -> dict:
-    """(b): `vae_cli.train.train(cfg, run_dir)`, with `between` run before each of its epochs; then its
+    """(b): `vae_cli.training.loop.train(cfg, run_dir)`, with `between` run before each of its epochs; then its
     best checkpoint is scored like the others."""
     from vae_cli.checkpoint import load_checkpoint
     from vae_cli.likelihoods import create_likelihood
     from vae_cli.models import create_model
-    from vae_cli.train import train
+    from vae_cli.training.loop import train
 
     run_dir = root / "runs" / name.replace(" ", "_")
-    with timed_train_epochs(device, between) as timed, quiet_vae_console():
-        metrics = train(cfg, run_dir)
+    with quiet_vae_console():
+        metrics = train(cfg, run_dir, before_epoch=between)  # the loop times its own training passes
     net = create_model(cfg.model, (1, 28, 28), cfg.latent_dim, create_likelihood(cfg.loss)).to(device)
     net.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "best.ckpt", device)["model"])
 
@@ -425,8 +381,9 @@ def run_vae(
         logits = net.decode(z).flatten(1)
         return F.binary_cross_entropy_with_logits(logits, x.flatten(1), reduction="sum"), mu, logvar
 
-    times = [t for t, _ in timed]
-    out = result(name, timed[0][1], times, count_flops(net, device), test_neg_elbo(net, score, test, seed))
+    times = metrics["epoch_train_seconds"]
+    examples = round(metrics["train"]["examples_per_sec"] * times[-1])
+    out = result(name, examples, times, count_flops(net, device), test_neg_elbo(net, score, test, seed))
     out["own_test"] = metrics["test"]["neg_elbo"]
     return out
 
@@ -438,8 +395,8 @@ def run_vae(
 def test_neg_elbo(model: nn.Module, score: Callable, test: torch.Tensor, seed: int) -> float:
     """Negative ELBO (nats per example) on the test set: -log p(x|z), the summed BCE on grey levels that
     `score` returns with mu and logvar, plus the KL; one z per example from a generator seeded with
-    `seed` (as vae_cli.train.evaluate_batches draws it); batches of 128 in order."""
-    from vae_cli.objectives import gaussian_kl
+    `seed` (as vae_cli.training.loop.evaluate_batches draws it); batches of 128 in order."""
+    from vae_cli.models.vae import gaussian_kl
 
     model.eval()
     device = next(model.parameters()).device
@@ -635,7 +592,7 @@ def report(rows: list[dict], matmul_gflops: float) -> Table:
 LEGEND = """\
 (a) textbook: pytorch/examples vae/main.py: torchvision FashionMNIST + ToTensor + DataLoader(shuffle=True)
 (a2) the same model and step fed by DataLoader(TensorDataset) in memory; (a3) by slicing one float tensor
-(b) vae: vae_cli.train.train with Hydra's config for `vae train dataset=fashion_mnist dataset.binarize=none
+(b) vae: vae_cli.training.loop.train with Hydra's config for `vae train dataset=fashion_mnist dataset.binarize=none
     model=mlp model.hidden_dims=[400] latent_dim=20 train.batch_size=128 loss=bernoulli` (conv: model=conv)
 (c) floor: vae's kernels (index_select, the Bernoulli NLL, fused Adam) in a bare hand-written loop
 (m) torch.matmul alone at the MLP's forward and backward shapes: the time its matrix products need
@@ -672,8 +629,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.epochs, args.conv_epochs = 1, min(args.conv_epochs, 1)
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    torch.set_num_threads(args.threads or cores)
+    torch.set_num_threads(args.threads or available_cores())
     device = torch.device(args.device)
     console.print(
         f"[bold]vae training benchmark[/bold]: torch {torch.__version__}, {torch.get_num_threads()} threads, "

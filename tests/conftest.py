@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import gzip
 import os
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+from vae_cli.data.mnist import write_idx
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -26,18 +26,6 @@ TINY_SYNTHETIC = [
     "latent_dim=4",
     "train.batch_size=32",
 ]
-
-
-def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> None:
-    """Write an IDX file: magic (0, 0, 0x08 = ubyte, ndim), big-endian int32 sizes, raw bytes."""
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    data = header + array.astype(np.uint8).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if compress:
-        with gzip.open(str(path) + ".gz", "wb") as f:
-            f.write(data)
-    else:
-        path.write_bytes(data)
 
 
 def make_idx_dataset(

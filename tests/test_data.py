@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import make_celeba, make_idx_dataset, write_idx
+from tests.conftest import make_celeba, make_idx_dataset
 from vae_cli.config import DatasetConfig
 from vae_cli.data import create_dataset, make_batches, prepare_batch
-from vae_cli.data.mnist import read_idx
+from vae_cli.data.mnist import read_idx, write_idx
 from vae_cli.data.synthetic import FACTOR_NAMES, generate
 from vae_cli.errors import ConfigError, DataError
 
@@ -76,7 +76,7 @@ def test_missing_mnist_files_name_the_folder_and_files(tmp_path: Path) -> None:
 
 
 def test_celeba_layout_crop_and_resize(celeba_root: Path) -> None:
-    cfg = DatasetConfig(name="celeba", image_size=32, channels=3, crop=148, val_size=0, download=False)
+    cfg = DatasetConfig(name="celeba", image_size=32, channels=3, crop=148, download=False)
     data = create_dataset(cfg, celeba_root)
     assert (len(data.train), len(data.val), len(data.test)) == (12, 4, 4)
     assert data.shape == (3, 32, 32)

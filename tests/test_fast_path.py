@@ -16,11 +16,13 @@ from typing import Any
 import pytest
 import torch
 from omegaconf import DictConfig
-from torch.utils.data import Dataset
 
-import vae_cli.train
+import vae_cli.training.loop
+import vae_cli.training.meter
+import vae_cli.training.optim
 from vae_cli.cli import compose_config
 from vae_cli.data import ImageSplit, make_batches, prepare_batch
+from vae_cli.data.base import FileSplit
 from vae_cli.data.loaders import InMemoryBatches, LoaderBatches
 
 CPU = torch.device("cpu")
@@ -49,17 +51,13 @@ def tiny_split(n: int = 103) -> ImageSplit:
     return ImageSplit(images)
 
 
-class OnDisk(Dataset):
-    """A map-style dataset of uint8 (C, H, W) tensors, like CelebA's: read per item."""
+class OnDisk(FileSplit):
+    """A split read per item, like CelebA's: each "file" is an index into the images."""
 
     def __init__(self, split: ImageSplit) -> None:
-        self.images = split.images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.images[i].clone()
+        super().__init__(
+            list(range(len(split))), split.images.__getitem__, names=[str(i) for i in range(len(split))]
+        )
 
 
 def epoch_batches(source: Any, epoch: int) -> list[torch.Tensor]:
@@ -150,25 +148,26 @@ def compose_train(overrides: list[str]) -> DictConfig:
 @pytest.fixture
 def host_reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """Record every tensor -> Python read (.item(), .tolist(), float(), int(), bool()) that
-    vae_cli/train.py makes while train_epoch runs. Reads elsewhere (torch's optimiser) are not counted."""
+    the training loop (vae_cli/training/loop.py and its meter) makes while train_epoch runs. Reads elsewhere
+    (torch's optimiser) are not counted."""
     reads: list[str] = []
     inside = [False]
-    train_py = str(Path(vae_cli.train.__file__).resolve())
+    loop_files = {str(Path(m.__file__).resolve()) for m in (vae_cli.training.loop, vae_cli.training.meter)}
 
     def recording(name: str) -> Any:
         real = getattr(torch.Tensor, name)
 
         def method(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
             caller = sys._getframe(1)
-            if inside[0] and str(Path(caller.f_code.co_filename).resolve()) == train_py:
-                reads.append(f"{name} at train.py:{caller.f_lineno}")
+            if inside[0] and str(Path(caller.f_code.co_filename).resolve()) in loop_files:
+                reads.append(f"{name} at {Path(caller.f_code.co_filename).name}:{caller.f_lineno}")
             return real(self, *args, **kwargs)
 
         return method
 
     for name in ("item", "tolist", "__float__", "__int__", "__bool__"):
         monkeypatch.setattr(torch.Tensor, name, recording(name))
-    real_epoch = vae_cli.train.train_epoch
+    real_epoch = vae_cli.training.loop.train_epoch
 
     def epoch(*args: Any, **kwargs: Any) -> dict[str, float]:
         inside[0] = True
@@ -177,7 +176,7 @@ def host_reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         finally:
             inside[0] = False
 
-    monkeypatch.setattr(vae_cli.train, "train_epoch", epoch)
+    monkeypatch.setattr(vae_cli.training.loop, "train_epoch", epoch)
     yield reads
 
 
@@ -188,7 +187,7 @@ def test_training_gives_the_same_run_in_memory_and_through_a_dataloader(
     runs = {}
     for in_memory in ("true", "false"):
         cfg = compose_train([*TINY_TRAIN, f"dataset.in_memory={in_memory}", f"dataset.binarize={binarize}"])
-        runs[in_memory] = vae_cli.train.train(cfg, tmp_path / in_memory)
+        runs[in_memory] = vae_cli.training.loop.train(cfg, tmp_path / in_memory)
     fast, loader = runs["true"], runs["false"]
     assert fast["steps"] == loader["steps"] == math.ceil(200 / 32)
     assert fast["best_epoch"] == loader["best_epoch"] == 1
@@ -208,7 +207,9 @@ def test_the_loop_reads_the_device_per_log_interval_not_per_step(
     def reads(batch_size: int, log_every: int) -> tuple[int, int]:
         host_reads.clear()
         overrides = [*TINY_TRAIN, f"train.batch_size={batch_size}", f"train.log_every={log_every}"]
-        metrics = vae_cli.train.train(compose_train(overrides), tmp_path / f"{batch_size}-{log_every}")
+        metrics = vae_cli.training.loop.train(
+            compose_train(overrides), tmp_path / f"{batch_size}-{log_every}"
+        )
         return len(host_reads), metrics["steps"]
 
     few, steps_few = reads(32, 10_000)  # one log interval: the epoch
@@ -226,7 +227,7 @@ def test_optimizer_is_fused_where_supported_and_resumes_across_implementations()
     cfg = compose_config(TINY_TRAIN)
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 3)
-    fused = vae_cli.train.create_optimizer(model, cfg)
+    fused = vae_cli.training.optim.create_optimizer(model, cfg)
     assert fused.param_groups[0]["fused"] is True
 
     def step(optimizer: torch.optim.Optimizer, net: torch.nn.Module) -> None:
@@ -238,10 +239,10 @@ def test_optimizer_is_fused_where_supported_and_resumes_across_implementations()
     twin = torch.nn.Linear(4, 3)
     twin.load_state_dict(model.state_dict())
     plain = torch.optim.Adam(twin.parameters(), lr=cfg.train.lr)  # torch's default implementation
-    plain.load_state_dict(vae_cli.train.with_kernels_of(plain, copy.deepcopy(fused.state_dict())))
+    plain.load_state_dict(vae_cli.training.optim.with_kernels_of(plain, copy.deepcopy(fused.state_dict())))
     assert not plain.param_groups[0]["fused"]
     back = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, fused=True)
-    back.load_state_dict(vae_cli.train.with_kernels_of(back, copy.deepcopy(plain.state_dict())))
+    back.load_state_dict(vae_cli.training.optim.with_kernels_of(back, copy.deepcopy(plain.state_dict())))
     assert back.param_groups[0]["fused"] is True
     step(plain, twin)
     step(back, model)

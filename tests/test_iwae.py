@@ -15,9 +15,9 @@ import torch
 from torch import nn
 from torch.distributions import MultivariateNormal
 
+from vae_cli.estimators import importance_weighted_bound, iwae_log_likelihood
 from vae_cli.likelihoods import Bernoulli, Gaussian
 from vae_cli.models import VAE
-from vae_cli.objectives import importance_weighted_bound, iwae_log_likelihood
 
 D, d, SIGMA = 6, 2, 0.5
 

@@ -12,7 +12,8 @@ from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 from vae_cli.config import LossConfig, ModelConfig
 from vae_cli.likelihoods import BernoulliNLL, Gaussian, create_likelihood
 from vae_cli.models import create_model
-from vae_cli.objectives import beta_at, elbo_terms, gaussian_kl
+from vae_cli.models.vae import gaussian_kl
+from vae_cli.objectives import beta_at, elbo_terms
 
 
 def test_kl_closed_form_matches_torch_distributions() -> None:

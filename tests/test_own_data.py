@@ -12,7 +12,14 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from vae_cli.config import DatasetConfig, TrainAppConfig, validate_train_config
+from vae_cli.config import (
+    DatasetConfig,
+    LossConfig,
+    ModelConfig,
+    ObjectiveConfig,
+    TrainAppConfig,
+    validate_train_config,
+)
 from vae_cli.data import ImageSplit, create_dataset, make_batches, prepare_batch
 from vae_cli.data.image_folder import FolderImages
 from vae_cli.data.loaders import corrupt
@@ -273,8 +280,11 @@ def test_corrupt_gaussian_mask_and_none() -> None:
 
 
 def train_config(**overrides) -> OmegaConf:
-    cfg = OmegaConf.structured(TrainAppConfig)
-    cfg.dataset.name, cfg.model.name, cfg.loss.name = "tensor", "mlp", "gaussian"
+    sections = {"model": ModelConfig(name="mlp"), "loss": LossConfig(name="gaussian")}
+    objective = ObjectiveConfig(name="elbo")
+    cfg = OmegaConf.structured(
+        TrainAppConfig(dataset=DatasetConfig(name="tensor"), objective=objective, **sections)
+    )
     for key, value in overrides.items():
         OmegaConf.update(cfg, key, value)
     return cfg

@@ -95,7 +95,7 @@ def test_all_options_train_end_to_end_and_resume_exactly(tmp_path: Path) -> None
 
 def test_cosine_anneals_to_min_lr_over_the_run_even_when_extended(tmp_path: Path) -> None:
     options = [
-        *TINY_SYNTHETIC,
+        *(o for o in TINY_SYNTHETIC if not o.startswith("model.")),  # conv's keys
         "model=mlp",
         "train.image_every=0",
         "train.scheduler=cosine",

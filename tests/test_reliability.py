@@ -179,7 +179,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch: 
 
 
 def test_two_runs_in_the_same_second_get_separate_folders(tmp_path: Path) -> None:
-    from vae_cli.hydra_callbacks import reserve_folder
+    from vae_cli.sweep.callbacks import reserve_folder
 
     base = tmp_path / "outputs" / "train" / "2026-01-01" / "10-00-00"
     assert [reserve_folder(base).name for _ in range(3)] == ["10-00-00", "10-00-00_1", "10-00-00_2"]

@@ -27,9 +27,9 @@ import pytest
 import torch
 from PIL import Image
 
-import vae_cli.evaluate  # noqa: F401  imported before forking, so the children start warm
-import vae_cli.reconstruct  # noqa: F401
-import vae_cli.sample  # noqa: F401
+import vae_cli.commands.evaluate  # noqa: F401  imported before forking, so the children start warm
+import vae_cli.commands.reconstruct  # noqa: F401
+import vae_cli.commands.sample  # noqa: F401
 from vae_cli.checkpoint import FORMAT_VERSION, save_checkpoint
 from vae_cli.cli import main
 
@@ -312,7 +312,10 @@ def test_reconstruct_own_images_converted_and_non_images_skipped(runs) -> None:
         "0001_wide.png",
     ]
     assert png_size(folder / "reconstructions" / "0001_wide.png") == (SIZE, SIZE)
-    assert "skipped 2 file(s)" in result.stderr and "notes.txt" in result.stderr
+    # one reader for every folder of images (vae_cli.data.readers): a broken image is skipped with a
+    # warning, a file without an image extension is ignored with a note
+    assert "skipped 1 unreadable" in result.stderr and "broken.png" in result.stderr
+    assert "ignored 1 file(s) without an image extension" in result.stderr and "notes.txt" in result.stderr
 
 
 def test_evaluate_writes_finite_ordered_metrics(runs) -> None:
@@ -426,7 +429,7 @@ def test_primary_configs_compose_validate_and_honour_out(command: str, tmp_path:
 
 
 def test_slerp_keeps_the_norm_and_falls_back_to_linear() -> None:
-    from vae_cli.sample import slerp
+    from vae_cli.commands.sample import slerp
 
     a = torch.tensor([[1.0, 0.0, 0.0], [2.0, 0.0, 0.0]])
     b = torch.tensor([[0.0, 1.0, 0.0], [4.0, 0.0, 0.0]])  # the second pair is parallel
@@ -441,7 +444,7 @@ def test_slerp_keeps_the_norm_and_falls_back_to_linear() -> None:
 def test_traversal_sweeps_one_dimension_per_row() -> None:
     from types import SimpleNamespace
 
-    from vae_cli.sample import traversal
+    from vae_cli.commands.sample import traversal
 
     identity = SimpleNamespace(decode=lambda z: z, likelihood=SimpleNamespace(mean=lambda p: p))
     base = torch.tensor([0.5, -0.5, 0.25])
@@ -454,11 +457,11 @@ def test_traversal_sweeps_one_dimension_per_row() -> None:
 
 
 def test_read_images_converts_mode_and_size(tmp_path: Path) -> None:
-    from vae_cli.reconstruct import read_images
+    from vae_cli.data.readers import read_images
 
     folder = write_inputs(tmp_path / "in")
-    files, images = read_images(folder, (3, 8, 8))
-    assert [f.name for f in files] == ["grey.png", "wide.jpg"]
-    assert images.shape == (2, 3, 8, 8) and images.dtype == torch.uint8
-    files, images = read_images(folder / "wide.jpg", (1, 12, 12))
-    assert images.shape == (1, 1, 12, 12)
+    found = read_images(folder, (3, 8, 8))
+    assert [f.name for f in found.files] == ["grey.png", "wide.jpg"]
+    assert found.images.shape == (2, 3, 8, 8) and found.images.dtype == torch.uint8
+    found = read_images(folder / "wide.jpg", (1, 12, 12))
+    assert found.images.shape == (1, 1, 12, 12)

@@ -18,8 +18,8 @@ import pytest
 import torch
 from PIL import Image
 
-import vae_cli.reconstruct  # noqa: F401  imported before forking, so the children start warm
-import vae_cli.score  # noqa: F401
+import vae_cli.commands.reconstruct  # noqa: F401  imported before forking, so the children start warm
+import vae_cli.commands.score  # noqa: F401
 from tests.test_sample_reconstruct_evaluate import Result, png_size, run_all
 from vae_cli.metrics import average_precision, roc_auc
 

@@ -10,13 +10,9 @@ import pytest
 from omegaconf import OmegaConf, open_dict
 
 from tests.conftest import TINY_SYNTHETIC, run_vae
-from vae_cli.sweep import (
-    collect,
-    read_summary,
-    sweep_objective,
-    threads_per_job,
-    write_summary,
-)
+from vae_cli.commands.train import sweep_objective
+from vae_cli.sweep.callbacks import threads_per_job
+from vae_cli.sweep.summary import collect, read_summary, write_summary
 
 FAST = [*TINY_SYNTHETIC, "train.epochs=1", "train.image_every=0"]
 
@@ -187,7 +183,7 @@ def test_sweep_configs_compose(choice: str) -> None:
             cfg = compose(config_name="train", overrides=[choice], return_hydra_config=True)
     finally:
         GlobalHydra.instance().clear()
-    assert any(cb._target_ == "vae_cli.sweep.SweepSummary" for cb in cfg.hydra.callbacks.values())
+    assert any(cb._target_ == "vae_cli.sweep.callbacks.SweepSummary" for cb in cfg.hydra.callbacks.values())
     if choice.startswith("launcher="):
         assert "submitit" in cfg.hydra.launcher._target_
     if choice.startswith("hparams_search"):

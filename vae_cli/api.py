@@ -1,5 +1,4 @@
-"""A trained model from its checkpoint alone: the Python API, and what `vae sample`, `vae reconstruct` and
-`vae evaluate` share.
+"""The public Python API: a trained model from its checkpoint alone.
 
     from vae_cli import load_model
 
@@ -17,10 +16,9 @@ name beyond the registered model, likelihood and dataset names, and it is read w
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -28,15 +26,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from vae_cli.checkpoint import load_checkpoint
 from vae_cli.config import DatasetConfig, LossConfig, ModelConfig
-from vae_cli.data import DataBundle, ImageSplit, create_dataset
-from vae_cli.data.base import Split
-from vae_cli.errors import CheckpointError, ConfigError, DataError
+from vae_cli.errors import CheckpointError, ConfigError
 from vae_cli.likelihoods import create_likelihood
 from vae_cli.models import VAE, create_model
-from vae_cli.runtime import resolve_device, seed_everything
-
-if TYPE_CHECKING:
-    from vae_cli.logging import TensorBoard
+from vae_cli.training.runtime import resolve_device
 
 log = logging.getLogger("vae")
 
@@ -75,18 +68,29 @@ class Trained:
     data_stats: dict[str, list[float]] | None = None
 
     @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def generator(self, seed: int) -> torch.Generator:
+        """A generator on the model's device: every draw of a command comes from one, seeded."""
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    @property
     def run_dir(self) -> Path | None:
         """The training run folder when the checkpoint sits in its checkpoints/ folder."""
         return self.path.parent.parent if self.path.parent.name == "checkpoints" else None
 
 
 def _typed(schema: type, node: Any, what: str, path: Path) -> Any:
-    """A checkpoint section merged into its dataclass schema: types checked, unknown keys refused."""
+    """A checkpoint section merged into the schema of its option (its `name`; `schema` is the group's
+    base): types checked, unknown keys refused, keys of the older flat schemas that it lacks dropped."""
+    from vae_cli.config.legacy import saved_section
+
     if not isinstance(node, dict):
         raise CheckpointError(f"{path} is not a usable vae checkpoint: its config has no '{what}' section")
     try:
-        return OmegaConf.merge(OmegaConf.structured(schema), node)
-    except OmegaConfBaseException as e:
+        return saved_section(schema.group, node)
+    except (ConfigError, OmegaConfBaseException) as e:
         first = str(e).strip().splitlines()[0]
         raise CheckpointError(f"{path}: its {what} config does not fit this vae ({first})") from None
 
@@ -144,69 +148,3 @@ def load_model(path: str | Path, device: str | torch.device = "auto") -> VAE:
     trained = read_checkpoint(path, device)
     trained.model.config = trained.config
     return trained.model
-
-
-# --- what the subcommands share --------------------------------------------------------------------------
-
-
-def open_run(cfg: DictConfig, run_dir: Path, validate: Callable[[DictConfig], None]) -> tuple[Trained, Path]:
-    """What every checkpoint command does first: check its config, seed, load the checkpoint on the
-    chosen device, and pick the output folder."""
-    validate(cfg)
-    seed_everything(cfg.seed)
-    trained = read_checkpoint(cfg.ckpt, resolve_device(cfg.device))
-    return trained, output_dir(cfg, run_dir)
-
-
-def output_dir(cfg: DictConfig, run_dir: Path) -> Path:
-    """`out=<path>` when given, else the command's Hydra run folder."""
-    out = Path(cfg.out).expanduser() if cfg.out else run_dir
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"out={out} is a file: pass a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-def load_data(trained: Trained, data_dir: str | None) -> DataBundle:
-    """The dataset the model was trained on, rebuilt from the checkpoint's config (same splits, same seed)."""
-    root = data_dir or trained.config.get("data_dir") or "data"
-    try:
-        return create_dataset(trained.dataset, root)
-    except ConfigError as e:  # the checkpoint's dataset settings, not the user's command line
-        raise CheckpointError(f"{trained.path}: cannot rebuild its dataset: {e}") from None
-
-
-def pick_split(data: DataBundle, name: str, limit: int = 0) -> Split:
-    """data.train/val/test, cut to its first `limit` examples when limit > 0."""
-    split = getattr(data, name)
-    if len(split) == 0:
-        raise DataError(f"the {name} split of {data.name} is empty: choose another with split=train|val|test")
-    if limit and limit < len(split):
-        index = torch.arange(limit)
-        split = (
-            split.subset(index)
-            if isinstance(split, ImageSplit)
-            else torch.utils.data.Subset(split, index.tolist())
-        )
-    return split
-
-
-def first_images(split: Split, n: int) -> torch.Tensor:
-    """The first n uint8 images (n, C, H, W) of a split, in memory or on disk."""
-    n = min(n, len(split))
-    if isinstance(split, ImageSplit):
-        return split.images[:n]
-    return torch.stack([split[i] for i in range(n)])
-
-
-def run_tensorboard(trained: Trained) -> TensorBoard | None:
-    """A writer into the training run's tensorboard/ folder, or None (with a warning) when it has none."""
-    from vae_cli.logging import TensorBoard
-
-    folder = trained.run_dir / "tensorboard" if trained.run_dir else None
-    if folder is None or not folder.is_dir():
-        log.warning(
-            "log_to_run=true: %s has no training run tensorboard/ folder beside it; not logged", trained.path
-        )
-        return None
-    return TensorBoard(folder)

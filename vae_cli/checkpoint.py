@@ -6,57 +6,42 @@ it without unpickling arbitrary objects: a checkpoint from a stranger cannot run
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
-import shutil
-import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import torch
 
 from vae_cli.errors import CheckpointError
+from vae_cli.io import copy_file, write_atomically
 
 FORMAT = "vae-cli-checkpoint"
 FORMAT_VERSION = 1
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename: a crash leaves the old file."""
+    """Written atomically (vae_cli.io): a crash or a full disk leaves the previous file."""
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
-    _write_atomically(path, lambda f: torch.save(payload, f))
+    _write(path, lambda: write_atomically(path, lambda f: torch.save(payload, f)))
 
 
-def _write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    tmp = None
+def copy_checkpoint(src: Path, dst: Path) -> None:
+    _write(dst, lambda: copy_file(src, dst))
+
+
+def _write(path: Path, write: Callable[[], None]) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a checkpoint is an ordinary file
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write()
     except OSError as e:
         kept = f"the previous {path.name} is intact" if path.is_file() else "nothing was written"
         raise CheckpointError(
             f"could not write {path}: {e.strerror or e}; {kept}; free disk space or choose another output "
             f"folder (hydra.run.dir=<path>)"
         ) from None
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)  # gone already after a successful rename
-
-
-def copy_checkpoint(src: Path, dst: Path) -> None:
-    """Copy a checkpoint file atomically (temporary file in the destination folder, then rename)."""
-    with open(src, "rb") as g:
-        _write_atomically(dst, lambda f: shutil.copyfileobj(g, f))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -21,8 +21,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from vae_cli.config import register_configs
-from vae_cli.errors import describe, is_user_error, report_user_errors
-from vae_cli.sweep import guard_sweep, sweep_objective
+from vae_cli.errors import exit_on_user_error
+from vae_cli.sweep.guard import guard_sweep
 
 log = logging.getLogger("vae")
 
@@ -51,50 +51,42 @@ def compose_config(overrides: list[str], config_name: str = "train") -> DictConf
 
 
 def run_task(fn: Callable[[DictConfig, Path], Any], cfg: DictConfig) -> Any:
-    """Resolve the config to plain values, run, and turn user errors into one line and exit code 2."""
-    try:
+    """Resolve the config to plain values and run; a user error is one line and its exit code (in a
+    sweep's job, the sweep records it)."""
+
+    def task() -> Any:
         OmegaConf.resolve(cfg)
         return fn(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except KeyboardInterrupt:
-        # A second Ctrl-C: leave at once. Checkpoints are written atomically, so none is corrupt.
-        print("error: interrupted; the checkpoints on disk are intact", file=sys.stderr)
-        sys.exit(130)
-    except Exception as e:
-        if not is_user_error(e) or os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            log.error("error: %s", describe(e))
-            raise
-        print(f"error: {describe(e)}", file=sys.stderr)
-        sys.exit(getattr(e, "exit_code", 2))
+
+    return exit_on_user_error(task, in_sweep=HydraConfig.get().mode == RunMode.MULTIRUN)
 
 
 def train_task(cfg: DictConfig) -> Any:
-    from vae_cli.train import train
+    from vae_cli.commands.train import train
 
-    return sweep_objective(run_task(train, cfg))  # optuna gets the validation loss, others the metrics
+    return run_task(train, cfg)  # optuna gets the validation loss, others the metrics
 
 
 def sample_task(cfg: DictConfig) -> Any:
-    from vae_cli.sample import sample
+    from vae_cli.commands.sample import sample
 
     return run_task(sample, cfg)
 
 
 def reconstruct_task(cfg: DictConfig) -> Any:
-    from vae_cli.reconstruct import reconstruct
+    from vae_cli.commands.reconstruct import reconstruct
 
     return run_task(reconstruct, cfg)
 
 
 def evaluate_task(cfg: DictConfig) -> Any:
-    from vae_cli.evaluate import evaluate
+    from vae_cli.commands.evaluate import evaluate
 
     return run_task(evaluate, cfg)
 
 
 def score_task(cfg: DictConfig) -> Any:
-    from vae_cli.score import score
+    from vae_cli.commands.score import score
 
     return run_task(score, cfg)
 
@@ -110,7 +102,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, Callable[[DictConfig], Any]]] = {
 
 
 def report_command(argv: list[str]) -> None:
-    from vae_cli.report import main as report_main
+    from vae_cli.commands.report import main as report_main
 
     report_main(argv)
 
@@ -156,11 +148,16 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(2)
     _, config_name, task = SUBCOMMANDS[command]
+    if "--help" in rest or "-h" in rest:  # every key with its value and meaning, from the schemas
+        from vae_cli.config.reference import print_help
+
+        exit_on_user_error(lambda: print_help(command, [a for a in rest if a not in ("--help", "-h")]))
+        return
     register_configs()
     # Hydra prints composition errors (bad overrides, unknown choices) over several lines with exit
     # code 1; ours are one line with exit code 2, like every other user error.
-    # A sweep stopped by a failed job or Ctrl-C still writes its summary.csv first (vae_cli/sweep.py).
-    hydra_utils.run_and_report = lambda func: report_user_errors(guard_sweep(func))
+    # A sweep stopped by a failed job or Ctrl-C still writes its summary.csv first (vae_cli/sweep/guard.py).
+    hydra_utils.run_and_report = lambda func: exit_on_user_error(guard_sweep(func))
     if int(os.environ.get("RANK", "0")) > 0:
         # Under torchrun every process runs Hydra; only rank 0 gets a run folder and a log file.
         rest = [

@@ -7,11 +7,14 @@ They are printed as one line, `error: ...`, with exit code 2 (130 for an interru
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 import sys
 from collections.abc import Callable
 from typing import Any
+
+log = logging.getLogger("vae")
 
 
 class VaeError(Exception):
@@ -33,11 +36,27 @@ class CheckpointError(VaeError):
 
 
 class TrainingStopped(VaeError):
-    """Training stopped early (interrupt, non-finite loss); a checkpoint says where to resume."""
+    """Training stopped early (a non-finite loss); the last good checkpoint is kept."""
 
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+    exit_code = 1
+
+
+class Interrupted(TrainingStopped):
+    """A signal (Ctrl-C, SIGTERM) stopped training; a checkpoint says where to resume."""
+
+    exit_code = 130
+
+
+class SweepFailed(VaeError):
+    """Some jobs of a sweep failed; summary.csv says which and why."""
+
+    exit_code = 1
+
+
+class SweepInterrupted(SweepFailed):
+    """A sweep was interrupted; summary.csv holds the jobs that finished."""
+
+    exit_code = 130
 
 
 #: errno values that mean "the user's disk or folder", not a bug.
@@ -77,16 +96,26 @@ def is_user_error(ex: BaseException) -> bool:
     return isinstance(ex, OSError) and ex.errno in USER_OS_ERRORS
 
 
-def report_user_errors(func: Callable[[], Any]) -> Any:
-    """Replacement for Hydra's run_and_report: user errors become one line on stderr and exit code 2;
-    anything else (a bug) keeps its traceback."""
+def exit_on_user_error(func: Callable[[], Any], in_sweep: bool = False) -> Any:
+    """Run func; a user error becomes one line on stderr and its class's exit code (2 unless it says
+    otherwise), a second Ctrl-C exit code 130; anything else (a bug) keeps its traceback. In a sweep's
+    job the error is logged and raised on, so that the sweep records the job as failed.
+
+    Wraps each command's task, and Hydra's own run (as its run_and_report) for composition errors."""
     try:
         return func()
+    except KeyboardInterrupt:
+        # Checkpoints and outputs are written atomically, so nothing on disk is half-written.
+        print("error: interrupted; the files on disk are intact", file=sys.stderr)
+        sys.exit(130)
     except Exception as ex:
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or not is_user_error(ex):
             raise
+        if in_sweep:
+            log.error("error: %s", describe(ex))
+            raise
         print(f"error: {describe(ex)}", file=sys.stderr)
-        sys.exit(getattr(ex, "exit_code", 2))
+        sys.exit(getattr(ex, "exit_code", VaeError.exit_code))
 
 
 def describe(ex: BaseException) -> str:

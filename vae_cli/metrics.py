@@ -6,6 +6,9 @@ import math
 
 import torch
 
+#: a latent dimension is active when Var_x(E_q[z_j|x]) exceeds this (Burda et al. 2015)
+ACTIVE_THRESHOLD = 0.01
+
 
 def bits_per_dim(nll_nats: float, num_dims: int) -> float:
     """Nats per example -> bits per data dimension: nll / (D ln 2)."""
@@ -21,7 +24,7 @@ def latent_variances(mu: torch.Tensor) -> torch.Tensor:
     )
 
 
-def active_units(mu: torch.Tensor, threshold: float = 0.01) -> int:
+def active_units(mu: torch.Tensor, threshold: float = ACTIVE_THRESHOLD) -> int:
     """Latent dimensions whose posterior mean moves with x: Var_x(E_q[z_j|x]) > threshold
     (Burda et al. 2015, section 5.2)."""
     return int((latent_variances(mu) > threshold).sum())
@@ -125,6 +128,22 @@ def mutual_information_gap(codes: torch.Tensor, factors: torch.Tensor, bins: int
         second = mi[1] if len(mi) > 1 else 0.0
         gaps.append((mi[0] - second) / h)
     return float(sum(gaps) / len(gaps)) if gaps else math.nan
+
+
+def split_mig(mu: torch.Tensor, factors: torch.Tensor | None) -> float | None:
+    """The MIG of codes mu against a split's ground-truth factors; None when there are none to compare."""
+    if factors is None or len(factors) != len(mu) or len(mu) < 2:
+        return None
+    return mutual_information_gap(mu, factors)
+
+
+def representation_metrics(mu: torch.Tensor, factors: torch.Tensor | None) -> dict[str, int | float]:
+    """What the codes mu (N, latent_dim) say about the data: active units and, on data with ground-truth
+    factors, the MIG."""
+    result: dict[str, int | float] = {"active_units": active_units(mu)}
+    if (mig := split_mig(mu, factors)) is not None:
+        result["mig"] = mig
+    return result
 
 
 def _ranking_inputs(scores: torch.Tensor, positive: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

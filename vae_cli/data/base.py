@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import copy
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar, Protocol
 
 import torch
 from torch.utils.data import Dataset
@@ -17,29 +20,92 @@ log = logging.getLogger("vae")
 DATASETS: Registry = Registry("dataset")
 
 
+class Split(Protocol):
+    """What every split offers, held in memory (`ImageSplit`) or read from disk (`FileSplit`).
+
+    Examples are uint8 images (C, H, W) in 0..255; tensor data (dataset=tensor) may hold float32 values
+    instead, used as they are; vectors of D features are held as (1, 1, D)."""
+
+    labels: torch.Tensor | None  # (N,) int64 class labels, or None
+    factors: torch.Tensor | None  # (N, F) ground-truth generative factors (synthetic data), or None
+    names: list[str] | None  # where each example came from (a file, a row), for reports
+    in_memory: bool  # True: every example is in `images`, one tensor
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int) -> torch.Tensor: ...
+
+    def subset(self, index: torch.Tensor) -> Split:
+        """The examples at `index` (a 1-D index tensor), with their labels, factors and names."""
+        ...
+
+    def take(self, index: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """The examples at `index`, stacked: (len(index), C, H, W)."""
+        ...
+
+
 @dataclass
 class ImageSplit:
-    """One split held in memory: uint8 images (N, C, H, W) in 0..255, optional labels and factors.
-
-    Tensor data (dataset=tensor) may hold float32 values instead, used as they are; vectors of D
-    features are stored as (N, 1, 1, D)."""
+    """One split held in memory: the examples as one tensor (N, C, H, W), optional labels and factors."""
 
     images: torch.Tensor
     labels: torch.Tensor | None = None
-    factors: torch.Tensor | None = None  # ground-truth generative factors (synthetic data)
-    names: list[str] | None = None  # where each example came from (a file, a row), for reports
+    factors: torch.Tensor | None = None
+    names: list[str] | None = None
+    in_memory: ClassVar[bool] = True
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.images[i]
 
     def subset(self, index: torch.Tensor) -> ImageSplit:
         pick = lambda t: None if t is None else t[index]  # noqa: E731
         names = None if self.names is None else [self.names[i] for i in index.tolist()]
         return ImageSplit(self.images[index], pick(self.labels), pick(self.factors), names)
 
+    def take(self, index: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        return self.images[torch.as_tensor(index, dtype=torch.long)]
 
-#: A split is either held in memory, or a map-style Dataset of uint8 (C, H, W) tensors read on demand.
-Split = ImageSplit | Dataset
+
+class FileSplit(Dataset):
+    """One split read from disk: `decode(file)` gives each example on demand (in DataLoader workers), a
+    uint8 (C, H, W) tensor, or None when the file cannot be read."""
+
+    in_memory = False
+    factors = None
+
+    def __init__(
+        self,
+        files: list[Path],
+        decode: Callable[[Path], torch.Tensor | None],
+        labels: torch.Tensor | None = None,
+        names: list[str] | None = None,
+    ) -> None:
+        self.files, self.decode, self.labels = list(files), decode, labels
+        self.names = names if names is not None else [f.name for f in self.files]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        image = self.decode(self.files[i])
+        if image is None:
+            raise DataError(f"cannot read image {self.files[i]} (it changed since the folder was scanned?)")
+        return image
+
+    def subset(self, index: torch.Tensor) -> FileSplit:
+        picked = copy.copy(self)  # the same class and decoder
+        rows = index.tolist()
+        picked.files = [self.files[i] for i in rows]
+        picked.names = [self.names[i] for i in rows]
+        picked.labels = None if self.labels is None else self.labels[index]
+        return picked
+
+    def take(self, index: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        rows = index.tolist() if isinstance(index, torch.Tensor) else list(index)
+        return torch.stack([self[i] for i in rows])
 
 
 @dataclass
@@ -61,12 +127,6 @@ class DataBundle:
     def num_dims(self) -> int:
         c, h, w = self.shape
         return c * h * w
-
-
-def labels_of(split: Split) -> torch.Tensor | None:
-    """A split's labels, in memory or on disk (a Dataset with a `labels` attribute), else None."""
-    labels = getattr(split, "labels", None)
-    return labels if isinstance(labels, torch.Tensor) else None
 
 
 def class_indices(values: list | tuple, label_names: list[str], what: str) -> list[int]:
@@ -176,6 +236,6 @@ def finish_bundle(
 
 def create_dataset(cfg: DatasetConfig, data_dir: str | Path) -> DataBundle:
     bundle = DATASETS.get(cfg.name)(cfg, Path(data_dir).expanduser())
-    if cfg.exclude_classes and labels_of(bundle.train) is None:
+    if cfg.exclude_classes and bundle.train.labels is None:
         raise ConfigError(f"dataset.exclude_classes needs labelled data; {cfg.name} has no labels")
     return bundle

@@ -9,42 +9,32 @@ Images are centre-cropped (`dataset.crop`, 148 by default) and resized to `datas
 from __future__ import annotations
 
 import contextlib
+import functools
 from pathlib import Path
 
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset
 
 from vae_cli.config import DatasetConfig
-from vae_cli.data.base import DATASETS, DataBundle
+from vae_cli.data.base import DATASETS, DataBundle, FileSplit
 from vae_cli.errors import ConfigError, DataError
 
 PARTITIONS = {"train": 0, "val": 1, "test": 2}
 
 
-class CelebAImages(Dataset):
-    """uint8 (C, S, S) tensors, decoded on demand (in DataLoader workers)."""
+def decode_celeba(path: Path, image_size: int, crop: int, mode: str) -> torch.Tensor:
+    """One CelebA image as uint8 (C, S, S): centre-cropped to `crop` (0: no crop), resized to S."""
+    from torchvision.transforms.v2 import functional as TF
 
-    def __init__(self, folder: Path, files: list[str], image_size: int, crop: int, channels: int) -> None:
-        self.folder, self.files = folder, files
-        self.image_size, self.crop, self.mode = image_size, crop, "RGB" if channels == 3 else "L"
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        from torchvision.transforms.v2 import functional as TF
-
-        path = self.folder / self.files[i]
-        try:
-            with Image.open(path) as img:
-                img = img.convert(self.mode)
-        except (OSError, UnidentifiedImageError) as e:
-            raise DataError(f"cannot read CelebA image {path}: {e}") from None
-        x = TF.pil_to_tensor(img)
-        if self.crop:
-            x = TF.center_crop(x, [self.crop, self.crop])
-        return TF.resize(x, [self.image_size, self.image_size], antialias=True)
+    try:
+        with Image.open(path) as img:
+            img = img.convert(mode)
+    except (OSError, UnidentifiedImageError) as e:
+        raise DataError(f"cannot read CelebA image {path}: {e}") from None
+    x = TF.pil_to_tensor(img)
+    if crop:
+        x = TF.center_crop(x, [crop, crop])
+    return TF.resize(x, [image_size, image_size], antialias=True)
 
 
 def read_partition(path: Path) -> dict[str, list[str]]:
@@ -88,7 +78,10 @@ def celeba(cfg: DatasetConfig, data_dir: Path) -> DataBundle:
     missing = [f for f in splits["train"][:1] + splits["test"][:1] if not (images / f).is_file()]
     if missing:
         raise DataError(f"{images}/ lacks {missing[0]} named in {partition}; is the image folder complete?")
-    make = lambda files: CelebAImages(images, files, cfg.image_size, cfg.crop, cfg.channels)  # noqa: E731
+    decode = functools.partial(
+        decode_celeba, image_size=cfg.image_size, crop=cfg.crop, mode="RGB" if cfg.channels == 3 else "L"
+    )
+    make = lambda files: FileSplit([images / f for f in files], decode)  # noqa: E731
     shape = (cfg.channels, cfg.image_size, cfg.image_size)
     if cfg.binarize == "static":
         raise ConfigError(

@@ -7,11 +7,10 @@ epoch's order from `epoch_order`, so for the same seed they yield the same batch
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Sampler
 
 from vae_cli.data.base import ImageSplit, Split
 
@@ -137,25 +136,16 @@ class InMemoryBatches(BatchSource):
             yield self.images.index_select(0, order[start : start + self.sampler.batch_size])
 
 
-class _ImagesOnly(Dataset):
-    def __init__(self, split: ImageSplit) -> None:
-        self.images = split.images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.images[i]
-
-
 def default_num_workers() -> int:
-    return max(0, min(8, (os.cpu_count() or 1) - 1))
+    from vae_cli.training.runtime import available_cores
+
+    return max(0, min(8, available_cores() - 1))
 
 
 class LoaderBatches(BatchSource):
     def __init__(
         self,
-        dataset: Dataset,
+        dataset: Split,
         sampler: EpochBatchSampler,
         seed: int,
         device: torch.device,
@@ -181,11 +171,11 @@ class LoaderBatches(BatchSource):
             yield images.to(self.device, non_blocking=True)
 
 
-def materialize(dataset: Dataset, num_workers: int | None) -> ImageSplit:
-    """Read a whole on-disk dataset once into a uint8 tensor."""
+def materialize(split: Split, num_workers: int | None) -> ImageSplit:
+    """Read a whole on-disk split once into memory."""
     workers = default_num_workers() if num_workers is None else num_workers
-    loader = DataLoader(dataset, batch_size=256, num_workers=workers)
-    return ImageSplit(torch.cat(list(loader)))
+    loader = DataLoader(split, batch_size=256, num_workers=workers)
+    return ImageSplit(torch.cat(list(loader)), split.labels, split.factors, split.names)
 
 
 def make_batches(
@@ -202,9 +192,9 @@ def make_batches(
     """Choose the path: in memory when the split already is (auto) or when asked (true). Shuffled
     (training) batches are sharded with padding across ranks; evaluation batches without."""
     sampler = EpochBatchSampler(len(split), batch_size, shuffle, seed, rank, world_size, pad=shuffle)
-    if isinstance(split, ImageSplit):
+    if split.in_memory:
         if in_memory == "false":
-            return LoaderBatches(_ImagesOnly(split), sampler, seed, device, num_workers)
+            return LoaderBatches(split, sampler, seed, device, num_workers)
         return InMemoryBatches(split, sampler, device)
     if in_memory == "true":
         return InMemoryBatches(materialize(split, num_workers), sampler, device)

@@ -61,6 +61,19 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
 
 
+def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> None:
+    """Write an uint8 array as an IDX file (`path`, or `path`.gz): magic 0x0000 0x08 <ndim>, the sizes
+    as big-endian int32, then the bytes. For tests and benchmarks that build datasets on disk."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if compress:
+        with gzip.open(f"{path}.gz", "wb") as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
+
+
 def _find(folders: list[Path], name: str) -> Path | None:
     for folder in folders:
         for candidate in (folder / name, folder / f"{name}.gz"):

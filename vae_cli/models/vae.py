@@ -79,3 +79,10 @@ class VAE(nn.Module):
         """Decode z = mu(x): the deterministic reconstruction used for inference."""
         mu, _ = self.encode(x)
         return self.likelihood.mean(self.decode(mu))
+
+
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, diag(exp(logvar))) || N(0, I)) per latent dimension, in closed form:
+    0.5 * (mu^2 + sigma^2 - 1 - log sigma^2)."""
+    mu, logvar = mu.float(), logvar.float()
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)

@@ -1,0 +1,143 @@
+"""`vae sample`: images from a trained model, as a PNG grid (and optionally the raw tensor).
+
+mean         prior codes z ~ N(0, temperature^2 I), shown as the likelihood's mean E[x|z]
+draw         the same codes, then pixels drawn from p(x|z)
+traverse     one row per latent dimension (highest average KL first): that dimension swept over
+             `range` in `steps` columns, the others held at the base code (zero, or an encoded image)
+interpolate  `pairs` rows, each from one encoded image's mu to another's (linear or slerp)
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torchvision.utils import save_image
+
+from vae_cli.api import Trained
+from vae_cli.commands.common import first_images, load_data, open_run, pick_split, run_tensorboard
+from vae_cli.config import validate_sample_config
+from vae_cli.console import console
+from vae_cli.data import prepare_batch
+from vae_cli.errors import DataError
+from vae_cli.io import write_json
+from vae_cli.models import VAE
+from vae_cli.models.vae import gaussian_kl
+
+log = logging.getLogger("vae")
+
+#: test images encoded to rank the latent dimensions by their average KL
+KL_EXAMPLES = 1000
+#: codes decoded per pass: a full device without holding every image's decoder activations at once
+DECODE_BATCH = 4096
+
+
+def sample(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    trained, out = open_run(cfg, run_dir, validate_sample_config)
+    model = trained.model
+    generator = trained.generator(cfg.seed)
+    info: dict[str, Any] = {"checkpoint": str(trained.path), "mode": cfg.mode, "seed": cfg.seed}
+
+    if cfg.mode in ("mean", "draw"):
+        name, nrow = "samples", cfg.nrow
+        images = prior_samples(model, cfg.n, cfg.temperature, cfg.mode == "draw", generator)
+    elif cfg.mode == "traverse":
+        name, nrow = "traverse", cfg.steps
+        x = encoded_inputs(trained, cfg, KL_EXAMPLES, generator)
+        mu, logvar = model.encode(x)
+        kl = gaussian_kl(mu, logvar).mean(0)
+        dims = kl.argsort(descending=True)[: cfg.dims or None]
+        base = mu[0] if cfg.base == "image" else torch.zeros_like(mu[0])
+        images = traversal(model, base, dims, torch.linspace(*cfg.range, cfg.steps, device=trained.device))
+        info["rows"] = [{"dim": int(d), "kl": float(kl[d])} for d in dims]
+        log.info("rows: latent dimensions %s (average KL %s nats)", dims.tolist(), _nats(kl[dims]))
+    else:
+        name, nrow = "interpolate", cfg.steps
+        x = encoded_inputs(trained, cfg, 2 * cfg.pairs, generator)
+        if len(x) < 2:
+            raise DataError(f"mode=interpolate needs at least 2 images; the {cfg.split} split has {len(x)}")
+        mu = model.encode(x)[0]
+        pairs = len(mu) // 2
+        images = interpolation(model, mu[0 : 2 * pairs : 2], mu[1 : 2 * pairs : 2], cfg.steps, cfg.method)
+
+    images = images.float().cpu()
+    written = [out / f"{name}.png"]
+    save_image(images.clamp(0, 1), written[0], nrow=nrow, padding=2, pad_value=0.5)
+    if cfg.save_tensor:  # as decoded, unclamped (a Gaussian's means may leave [0, 1])
+        written.append(out / f"{name}.pt")
+        torch.save(images, written[-1])
+    if cfg.mode == "traverse":
+        written.append(out / "traverse.json")
+        write_json(written[-1], info)
+    if cfg.log_to_run and (tb := run_tensorboard(trained)):
+        tb.image_grid(f"sample/{cfg.mode}", images, trained.step, nrow=nrow)
+        tb.close()
+        log.info("logged sample/%s to %s", cfg.mode, trained.run_dir / "tensorboard")
+    for path in written:
+        console.print(f"wrote [bold]{path}[/bold]")
+    return {**info, "files": [str(p) for p in written]}
+
+
+@torch.no_grad()
+def prior_samples(
+    model: VAE, n: int, temperature: float, draw: bool, generator: torch.Generator
+) -> torch.Tensor:
+    """n images decoded from z ~ N(0, temperature^2 I): E[x|z], or a draw x ~ p(x|z) when `draw`."""
+    device = next(model.parameters()).device
+    z = temperature * torch.randn(n, model.latent_dim, generator=generator, device=device)
+    images = []
+    for codes in z.split(DECODE_BATCH):  # thousands of samples (e.g. for FID) in device-sized passes
+        params = model.decode(codes)
+        images.append(model.likelihood.sample(params, generator) if draw else model.likelihood.mean(params))
+    return torch.cat(images)
+
+
+@torch.no_grad()
+def traversal(model: VAE, base: torch.Tensor, dims: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Row r sets latent dimension dims[r] of `base` to each of `values` in turn: (len(dims) * steps) images."""
+    rows, steps = len(dims), len(values)
+    z = base.expand(rows, steps, -1).clone()
+    z[
+        torch.arange(rows, device=z.device)[:, None],
+        torch.arange(steps, device=z.device)[None, :],
+        dims[:, None],
+    ] = values
+    return model.likelihood.mean(model.decode(z.flatten(0, 1)))
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between rows of a and b (N, d) at fractions t (S,): (N, S, d).
+
+    Falls back to linear where a and b are (nearly) parallel or one of them is zero."""
+    a_, b_, t = a[:, None, :], b[:, None, :], t[None, :, None]
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=-1).clamp(-1, 1)[:, None, None]
+    omega = torch.arccos(cos)
+    sin = torch.sin(omega)
+    linear = (1 - t) * a_ + t * b_
+    spherical = (torch.sin((1 - t) * omega) * a_ + torch.sin(t * omega) * b_) / sin.clamp_min(1e-6)
+    return torch.where(sin > 1e-4, spherical, linear)
+
+
+@torch.no_grad()
+def interpolation(model: VAE, a: torch.Tensor, b: torch.Tensor, steps: int, method: str) -> torch.Tensor:
+    """Row i goes from code a[i] to code b[i] in `steps` images (both ends included)."""
+    t = torch.linspace(0, 1, steps, device=a.device)
+    if method == "slerp":
+        z = slerp(a, b, t)
+    else:
+        z = (1 - t[None, :, None]) * a[:, None, :] + t[None, :, None] * b[:, None, :]
+    return model.likelihood.mean(model.decode(z.flatten(0, 1)))
+
+
+def encoded_inputs(trained: Trained, cfg: DictConfig, n: int, generator: torch.Generator) -> torch.Tensor:
+    """The first n images of the split, as the model sees them (binarised if it was trained so)."""
+    data = load_data(trained, cfg.data_dir)
+    images = first_images(pick_split(data, cfg.split), n)
+    return prepare_batch(images.to(trained.device), data.binarize, generator)
+
+
+def _nats(values: torch.Tensor) -> str:
+    return "[" + ", ".join(f"{v:.2f}" for v in values.tolist()) + "]"

@@ -1,0 +1,207 @@
+"""The schemas of `vae sample`, `vae reconstruct`, `vae evaluate` and `vae score`: everything else (the
+model, the data, the likelihood) comes from the checkpoint."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig
+
+from vae_cli.config.fields import check_node, key
+from vae_cli.config.train import device_key, validate_denoise
+from vae_cli.errors import ConfigError
+
+SPLITS = ("train", "val", "test")
+AUTO_CHUNK = "must be >= 1, or null for automatic"
+
+
+def _is_labels(value: Any) -> bool:
+    values = list(value) if isinstance(value, ListConfig | list) else [value]
+    return all(isinstance(v, int | str) and not isinstance(v, bool) for v in values)
+
+
+LABELS = (_is_labels, "must be a label or a list of labels, e.g. 9 or [7,9] or cats")
+
+
+@dataclass
+class FromCheckpointConfig:
+    """Keys shared by the commands that start from a trained model."""
+
+    ckpt: str | None = key(
+        None, "required: a .ckpt file, or a training run folder (its checkpoints/best.ckpt, else last.ckpt)"
+    )
+    out: str | None = key(
+        None, "the output folder (outputs, log, .hydra/); null: a fresh folder under outputs/"
+    )
+    seed: int = key(0, "seeds the draws (and the binarisation draw of binarised data)")
+    device: str = device_key()
+    log_to_run: bool = key(False, "also log to the training run's TensorBoard (its tensorboard/ folder)")
+    data_dir: str | None = key(None, "where the training dataset is; null: the checkpoint's")
+
+
+@dataclass
+class SampleAppConfig(FromCheckpointConfig):
+    log_to_run: bool = key(False, "also log the grid to the training run's TensorBoard")
+    mode: str = key(
+        "mean",
+        "mean: prior samples shown as E[x|z] | draw: x ~ p(x|z) | traverse | interpolate",
+        choices=("mean", "draw", "traverse", "interpolate"),
+    )
+    n: int = key(64, "mean/draw: the number of prior samples", min=1)
+    nrow: int = key(8, "mean/draw: images per row", min=1)
+    temperature: float = key(1.0, "mean/draw: z ~ N(0, temperature^2 I)", gt=0)
+    save_tensor: bool = key(False, "also write the images as a tensor (<name>.pt)")
+    range: list[float] = key(
+        [-3.0, 3.0],
+        "traverse: the values each latent dimension sweeps, [low,high]",
+        check=(
+            lambda r: len(r) == 2 and all(_finite(v) for v in r) and r[0] < r[1],
+            "must be two finite numbers [low,high] with low < high, e.g. range=[-3,3]",
+        ),
+    )
+    steps: int = key(11, "traverse/interpolate: images per row", min=2)
+    base: str = key(
+        "zero",
+        "traverse: the code the sweep starts from: zero | image (the first `split` image, encoded)",
+        choices=("zero", "image"),
+    )
+    dims: int = key(
+        0,
+        "traverse: rows for the N dimensions of highest average KL",
+        min=0,
+        rule="must be >= 0 (0 shows every dimension)",
+    )
+    pairs: int = key(8, "interpolate: rows, each between two encoded images", min=1)
+    method: str = key(
+        "linear", "interpolate: along straight lines, or great circles (slerp)", choices=("linear", "slerp")
+    )
+    split: str = key("test", "traverse/interpolate: where the encoded images come from", choices=SPLITS)
+
+
+@dataclass
+class ReconstructAppConfig(FromCheckpointConfig):
+    log_to_run: bool = key(False, "also log the grid to the training run's TensorBoard")
+    split: str = key("test", "the split whose images are reconstructed", choices=SPLITS)
+    n: int = key(32, "images from the split", min=1)
+    nrow: int = key(8, "images per row", min=1)
+    input: str | None = key(None, "an image file or a folder of images to reconstruct instead of the split")
+    noise_level: float = key(
+        0.0, "corrupt the inputs first (0: clean), to see a denoising VAE clean them", min=0
+    )
+    noise: str | None = key(
+        None,
+        "the corruption: gaussian | mask; null: the training run's train.denoise, else gaussian",
+        choices=("gaussian", "mask"),
+    )
+
+
+@dataclass
+class EvaluateAppConfig(FromCheckpointConfig):
+    seed: int = key(0, "seeds the importance samples and the binarisation draw")
+    log_to_run: bool = key(False, "also log the metrics to the training run's TensorBoard")
+    split: str = key("test", "the split evaluated", choices=SPLITS)
+    iwae_k: int = key(
+        1000, "importance samples per example for the bound on log p(x) (Burda et al. 2015)", min=1
+    )
+    batch_size: int = key(256, "images encoded at a time", min=1)
+    chunk: int | None = key(
+        None,
+        "importance samples decoded at a time; null: about 4M decoded values (draws x images x pixels) a pass",
+        min=1,
+        rule=AUTO_CHUNK,
+    )
+    max_examples: int = key(
+        0,
+        "evaluate only the first N examples of the split",
+        min=0,
+        rule="must be >= 0 (0: the whole split)",
+    )
+    probe: bool = key(True, "a logistic-regression probe on mu, when the dataset has labels")
+    probe_train_size: int = key(20000, "at most this many training examples fit the probe", min=1)
+
+
+@dataclass
+class ScoreAppConfig(FromCheckpointConfig):
+    seed: int = key(0, "seeds the draws z ~ q(z|x) and the binarisation draw")
+    log_to_run: bool = key(
+        False, "also log ROC AUC, average precision and the mean score to the training run's TensorBoard"
+    )
+    data_dir: str | None = key(
+        None, "where the training dataset is (for input=train|val|test); null: the checkpoint's"
+    )
+    input: str = key(
+        "test",
+        "train | val | test (a split of the training data), or a folder of images, an image or a "
+        ".npy/.npz/.pt/.csv file (write ./test for a folder called test)",
+        check=(lambda v: bool(str(v).strip()), "pass train|val|test, a folder or a file"),
+    )
+    iwae_k: int = key(
+        0,
+        "0: score = -ELBO | k > 0: score = -IWAE_k, the tighter estimate of -log p(x)",
+        min=0,
+        rule="must be >= 0 (0 scores by -ELBO)",
+    )
+    elbo_samples: int = key(16, "iwae_k=0: draws z ~ q(z|x) averaged in the reconstruction term", min=1)
+    batch_size: int = key(256, "examples encoded at a time", min=1)
+    chunk: int | None = key(
+        None, "importance samples decoded at a time; null: automatic", min=1, rule=AUTO_CHUNK
+    )
+    max_examples: int = key(0, "score only the first N examples", min=0, rule="must be >= 0 (0: all)")
+    n: int = key(
+        8, "extremes.png: the n most anomalous examples above their reconstructions, then the n least", min=1
+    )
+    normal_class: Any = key(
+        None, "a label or a list of labels that are normal: every other label is an anomaly", check=LABELS
+    )
+    anomaly_class: Any = key(
+        None,
+        "or: the labels that are anomalies (neither: the classes training left out, else 0/1 labels)",
+        check=LABELS,
+    )
+    label_column: str | None = key(
+        None, "tensor files: the labels' column or key; null: the training data's dataset.label_column"
+    )
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and math.isfinite(v)
+
+
+def _validate_from_checkpoint(cfg: DictConfig, command: str, schema: type) -> None:
+    if not cfg.ckpt:
+        raise ConfigError(
+            f"ckpt is required: vae {command} ckpt=outputs/train/<date>/<time> "
+            f"(a training run folder or a .ckpt file)"
+        )
+    check_node(cfg, "", schema)
+
+
+def validate_sample_config(cfg: DictConfig) -> None:
+    _validate_from_checkpoint(cfg, "sample", SampleAppConfig)
+
+
+def validate_reconstruct_config(cfg: DictConfig) -> None:
+    _validate_from_checkpoint(cfg, "reconstruct", ReconstructAppConfig)
+    if cfg.noise_level != 0:
+        validate_denoise(cfg.noise or "gaussian", cfg.noise_level)
+
+
+def validate_evaluate_config(cfg: DictConfig) -> None:
+    _validate_from_checkpoint(cfg, "evaluate", EvaluateAppConfig)
+
+
+def validate_score_config(cfg: DictConfig) -> None:
+    _validate_from_checkpoint(cfg, "score", ScoreAppConfig)
+    if cfg.normal_class is not None and cfg.anomaly_class is not None:
+        raise ConfigError("give normal_class or anomaly_class, not both: the other is every remaining label")
+
+
+#: command -> (its schema, the name it is stored under in the ConfigStore)
+COMMAND_SCHEMAS: dict[str, tuple[type, str]] = {
+    "sample": (SampleAppConfig, "sample_schema"),
+    "reconstruct": (ReconstructAppConfig, "reconstruct_schema"),
+    "evaluate": (EvaluateAppConfig, "evaluate_schema"),
+    "score": (ScoreAppConfig, "score_schema"),
+}

@@ -1,0 +1,130 @@
+"""`vae train`'s schema: the top-level keys, `train.*`, and one section per config group."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from omegaconf import MISSING, DictConfig
+
+from vae_cli.config.data import DatasetConfig, validate_own_data
+from vae_cli.config.fields import check, check_node, key
+from vae_cli.config.likelihoods import LossConfig
+from vae_cli.config.models import ModelConfig
+from vae_cli.config.objectives import ObjectiveConfig
+from vae_cli.errors import ConfigError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+NON_NEGATIVE = "must be >= 0"
+
+
+def device_key() -> str:
+    return key("auto", "where to run: auto picks cuda, else mps, else cpu", choices=DEVICES, ignore_case=True)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = key(10, "passes over the training data", min=1)
+    batch_size: int = key(128, "images per optimisation step (split across the ranks of a DDP run)", min=1)
+    lr: float = key(1e-3, "the learning rate", gt=0)
+    optimizer: str = key("adam", "the optimiser", choices=("adam", "adamw"), ignore_case=True)
+    weight_decay: float = key(0.0, "weight decay (decoupled with adamw)", min=0)
+    grad_clip: float = key(0.0, "the largest global gradient norm; 0 disables clipping", min=0)
+    kl_warmup_epochs: float = key(0.0, "beta ramps linearly from 0 over this many epochs", min=0)
+    num_workers: int | None = key(
+        None,
+        "DataLoader workers for on-disk data; null picks from the core count",
+        min=0,
+        rule="must be >= 0, or null for automatic",
+    )
+    precision: str = key(
+        "32",
+        "the floating-point precision of training; 16-mixed needs a CUDA device",
+        choices=("32", "bf16-mixed", "16-mixed"),
+        ignore_case=True,
+    )
+    compile: bool = key(False, "torch.compile the model")
+    image_every: int = key(1, "epochs between image grids in TensorBoard; 0 disables them", min=0)
+    log_every: int = key(50, "steps between scalar logs and progress-bar loss updates", min=1)
+    resume: str | None = key(
+        None, "a checkpoint to continue from, e.g. outputs/train/<date>/<time>/checkpoints/last.ckpt"
+    )
+    skip_nonfinite: int = key(
+        0, "skip up to this many steps whose loss or gradient is NaN/inf; 0 stops at the first", min=0
+    )
+    denoise: str = key(
+        "none",
+        "a denoising VAE: train on corrupted inputs (gaussian noise or a pixel mask), score the clean ones",
+        choices=("none", "gaussian", "mask"),
+        ignore_case=True,
+    )
+    noise_level: float = key(
+        0.0, "gaussian: the noise's std (pixels in [0, 1]) | mask: the share of pixels zeroed", min=0
+    )
+    free_bits: float = key(
+        0.0,
+        "nats: each latent dimension's batch-mean KL counts at least this much in the loss (0: off)",
+        min=0,
+    )
+    scheduler: str = key(
+        "none",
+        "the lr schedule: cosine decays it per step to min_lr, plateau halves it when the val loss stalls",
+        choices=("none", "cosine", "plateau"),
+        ignore_case=True,
+    )
+    min_lr: float = key(0.0, "cosine: the final learning rate", min=0)
+    plateau_factor: float = key(
+        0.5, "plateau: the lr multiplier after plateau_patience epochs without a better val loss", gt=0, lt=1
+    )
+    plateau_patience: int = key(2, "plateau: epochs without a better val loss before the lr drops", min=0)
+    early_stop_patience: int = key(
+        0, "stop after this many epochs without a better val loss; 0 never stops early", min=0
+    )
+    ema: float = key(
+        0.0,
+        "decay of an exponential moving average of the weights, used for evaluation and the checkpoints",
+        min=0,
+        lt=1,
+        rule="must be in [0, 1), e.g. 0.999 (0 disables)",
+    )
+
+
+@dataclass
+class TrainAppConfig:
+    dataset: DatasetConfig = key(MISSING, "the data: dataset=<name> chooses its schema")
+    model: ModelConfig = key(MISSING, "the architecture: model=<name>")
+    loss: LossConfig = key(MISSING, "the likelihood p(x|z): loss=<name>")
+    train: TrainConfig = field(default_factory=TrainConfig)
+    objective: ObjectiveConfig = key(MISSING, "the training objective: objective=<name>")
+    latent_dim: int = key(16, "dimensions of the latent code z", min=1)
+    beta: float = key(1.0, "the weight of the KL term; 1 is the ELBO, > 1 a beta-VAE", min=0)
+    seed: int = key(0, "seeds the weights, the batches and the draws")
+    device: str = device_key()
+    data_dir: str = key(
+        "${oc.env:VAE_DATA_DIR,data}", "where datasets are read and downloaded to: $VAE_DATA_DIR, else data"
+    )
+
+
+def validate_train_config(cfg: DictConfig) -> None:
+    """Check ranges, choices and combinations that types alone cannot express. Raises ConfigError."""
+    check_node(cfg, "", TrainAppConfig)
+    validate_own_data(cfg.dataset)
+    validate_denoise(cfg.train.denoise, cfg.train.noise_level, "train.")
+    if cfg.dataset.name == "tensor" and cfg.dataset.get("standardize") and cfg.loss.name == "bernoulli":
+        raise ConfigError(
+            "dataset.standardize=true gives values outside [0, 1], which loss=bernoulli cannot model: "
+            "use loss=gaussian (e.g. loss.variance=global)"
+        )
+
+
+def validate_denoise(kind: str, level: float, prefix: str = "") -> None:
+    """`denoise` and `noise_level` must agree: noise needs a kind, a kind needs noise."""
+    check(math.isfinite(level) and level >= 0, f"{prefix}noise_level", level, NON_NEGATIVE)
+    if kind == "mask":
+        check(level < 1, f"{prefix}noise_level", level, "is the share of pixels zeroed: must be < 1")
+    if kind != "none" and level == 0:
+        raise ConfigError(f"{prefix}denoise={kind} needs noise: set {prefix}noise_level, e.g. 0.3")
+    if kind == "none" and level > 0 and prefix == "train.":
+        raise ConfigError(
+            f"train.noise_level={level} has no effect with train.denoise=none: set train.denoise=gaussian or mask"
+        )

@@ -1,0 +1,504 @@
+"""`vae train`: set up, loop over epochs (train, validate, log, checkpoint), test the best model.
+
+Read it top to bottom: `train` sets up and `fit` is the whole story; `train_epoch` is one pass over the
+data and `train_step` one optimisation step; the run's state and checkpoints are in state.py, the
+running sums in meter.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from vae_cli.checkpoint import load_checkpoint, save_checkpoint
+from vae_cli.config import TrainConfig, validate_train_config
+from vae_cli.console import console, epoch_progress, fmt, interleave_rows, metrics_table
+from vae_cli.data import BatchSource, DataBundle, create_dataset, make_batches, prepare_batch
+from vae_cli.data.loaders import corrupt
+from vae_cli.errors import Interrupted, TrainingStopped, VaeError
+from vae_cli.estimators import encode_split
+from vae_cli.io import write_json
+from vae_cli.likelihoods import create_likelihood
+from vae_cli.metrics import representation_metrics
+from vae_cli.models import VAE, create_model
+from vae_cli.objectives import OBJECTIVES, Terms, beta_at
+from vae_cli.tensorboard import TensorBoard, log_hparams
+from vae_cli.training.distributed import Dist, init_distributed, shutdown
+from vae_cli.training.meter import Interval, IntervalMeter
+from vae_cli.training.optim import create_optimizer, create_scheduler
+from vae_cli.training.runtime import (
+    GracefulStop,
+    autocast,
+    check_precision,
+    configure_backends,
+    maybe_compile,
+    resolve_device,
+    seed_everything,
+)
+from vae_cli.training.state import Progress, checkpoint_payload, resume_from
+
+log = logging.getLogger("vae")
+
+NUM_IMAGES = 64
+#: evaluation keeps no activations for a backward pass, so it takes this many times the training batch:
+#: fewer, fuller passes on a GPU (on a 2-core CPU it is neutral for the MLP, 13% faster for the conv model)
+EVAL_BATCH_FACTOR = 4
+DIST_TIMEOUT_S = 900  # a rank that dies makes the others fail after this long instead of hanging
+
+
+@dataclass
+class Run:
+    """What every step needs: the config, the model (and how to call it), the optimiser, where to write."""
+
+    cfg: DictConfig
+    data: DataBundle
+    model: VAE  # the plain module: its state_dict has no `module.`/`_orig_mod.` prefixes
+    forward: Any  # the model's forward pass as trained: compiled and/or wrapped in DDP
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # a torch lr scheduler, or None
+    ema: AveragedModel | None  # the moving average of the weights, when train.ema > 0
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    dist: Dist
+    tb: TensorBoard
+    ckpt_dir: Path
+    progress: Progress
+    stop: GracefulStop
+    epoch_seconds: list[float] = field(default_factory=list)  # this process's training passes, timed
+    before_epoch: Callable[[], None] | None = None
+
+    @property
+    def eval_model(self) -> VAE:
+        """The weights that are evaluated, sampled and saved for use: the EMA's when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+
+def train(cfg: DictConfig, run_dir: Path, before_epoch: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Train a VAE as `cfg` says, writing TensorBoard events, checkpoints and metrics.json into run_dir.
+
+    `before_epoch`, when given, runs before each epoch's training pass, outside its timing (metrics.json's
+    `epoch_train_seconds`): the benchmark interleaves its other loops there."""
+    validate_train_config(cfg)
+    tc = cfg.train
+    dist, device = init_distributed(resolve_device(cfg.device), DIST_TIMEOUT_S)
+    try:
+        seed_everything(cfg.seed + dist.rank)
+        check_precision(device, tc.precision)
+        configure_backends(device)
+        data = create_dataset(cfg.dataset, cfg.data_dir)
+        model = create_model(cfg.model, data.shape, cfg.latent_dim, create_likelihood(cfg.loss)).to(device)
+        if cfg.model.name in ("conv", "resnet") and device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        train_batches, val_batches = (
+            make_batches(
+                getattr(data, split),
+                tc.batch_size if split == "train" else eval_batch_size(tc.batch_size),
+                split == "train",
+                cfg.seed,
+                device,
+                cfg.dataset.in_memory,
+                tc.num_workers,
+                rank=dist.rank,
+                world_size=dist.world_size,
+            )
+            for split in ("train", "val")
+        )
+        optimizer = create_optimizer(model, cfg)
+        scheduler = create_scheduler(optimizer, cfg, len(train_batches))
+        ema = (
+            AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema), use_buffers=True)
+            if tc.ema
+            else None
+        )
+        scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "16-mixed")
+        progress = Progress()
+        if tc.resume:
+            progress = resume_from(
+                Path(tc.resume), cfg, model, optimizer, scheduler, ema, scaler, run_dir, dist
+            )
+        wrapped = (
+            DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+            if dist.enabled
+            else model
+        )
+        with GracefulStop() as stop:
+            run = Run(
+                cfg,
+                data,
+                model,
+                maybe_compile(wrapped, tc.compile),
+                optimizer,
+                scheduler,
+                ema,
+                scaler,
+                device,
+                dist,
+                TensorBoard(run_dir / "tensorboard", enabled=dist.is_main),
+                run_dir / "checkpoints",
+                progress,
+                stop,
+                before_epoch=before_epoch,
+            )
+            metrics = fit(run, train_batches, val_batches, run_dir)
+        dist.barrier()  # every rank leaves together: no process group torn down while rank 0 still tests
+        return metrics
+    except torch.cuda.OutOfMemoryError:
+        raise VaeError(
+            f"CUDA out of memory at train.batch_size={tc.batch_size}: use a smaller one, "
+            f"e.g. train.batch_size={max(1, tc.batch_size // 2)}"
+        ) from None
+    finally:
+        shutdown()
+
+
+def fit(run: Run, train_batches: BatchSource, val_batches: BatchSource, run_dir: Path) -> dict[str, Any]:
+    """Epochs of training, each validated and checkpointed; then the best model's test numbers."""
+    tc, progress = run.cfg.train, run.progress
+    warmup_steps = round(tc.kl_warmup_epochs * len(train_batches))
+    log_start(run)
+    started = time.perf_counter()
+    train_metrics: dict[str, float] = progress.metrics.get("train", {})
+    val_metrics: dict[str, float] = progress.metrics.get("val", {})
+    for epoch in range(progress.epoch, tc.epochs):
+        train_batches.set_epoch(epoch, progress.batch_in_epoch)
+        if run.before_epoch is not None:
+            run.before_epoch()
+        epoch_start = time.perf_counter()
+        epoch_metrics = train_epoch(run, train_batches, warmup_steps)
+        if epoch_metrics is None:  # stopped mid-epoch by a signal (every process agreed on the step)
+            raise interrupted(run, {})
+        run.epoch_seconds.append(time.perf_counter() - epoch_start)
+        train_metrics = {**epoch_metrics, "examples_per_sec": len(run.data.train) / run.epoch_seconds[-1]}
+        val_metrics = mean_objective(run.eval_model, val_batches, run.data, run.cfg, run.device, run.dist)
+        progress.epoch = epoch + 1
+        end_epoch(run, train_metrics, val_metrics, val_batches)
+        if tc.early_stop_patience and progress.epoch - progress.best_epoch >= tc.early_stop_patience:
+            log.info("early stop: no better val loss for %d epochs", tc.early_stop_patience)
+            break
+    if run.dist.any(bool(run.stop.requested), run.device):  # a signal after the last step of the last epoch
+        raise interrupted(run, train_metrics)
+    run.dist.barrier()
+    if not run.dist.is_main:
+        return {}
+    test_metrics = test_best(run)
+    log_hparams(run.tb, run.cfg, {"val": val_metrics, "test": test_metrics})
+    run.tb.close()
+    metrics = {
+        "train": train_metrics,
+        "val": val_metrics,
+        "test": test_metrics,
+        "best_epoch": progress.best_epoch,
+        "best_val_loss": progress.best_val,
+        "epochs": progress.epoch,
+        "steps": progress.step,
+        "skipped_steps": progress.skipped,
+        "world_size": run.dist.world_size,
+        "wall_time_s": time.perf_counter() - started,
+        "epoch_train_seconds": run.epoch_seconds,  # the training pass of each epoch this process ran
+        "units": "nats per example",
+    }
+    write_json(run_dir / "metrics.json", metrics)
+    print_results(run, metrics, run_dir)
+    return metrics
+
+
+def train_epoch(run: Run, batches: BatchSource, warmup_steps: int) -> dict[str, float] | None:
+    """One pass over the training data (or what is left of it after a mid-epoch resume); None when a
+    signal stopped it part-way.
+
+    Nothing waits for the device per step, unless `train.skip_nonfinite` asks to inspect every step:
+    the meter reads its sums once per `log_every` steps, and several processes agree to stop (a signal
+    to one of them) at those same interval steps, inside its one all-reduce."""
+    cfg, progress, device = run.cfg, run.progress, run.device
+    tc: TrainConfig = OmegaConf.to_object(cfg.train)  # plain attributes: OmegaConf lookups cost ~10 us each
+    objective, objective_cfg = OBJECTIVES.get(cfg.objective.name), OmegaConf.to_object(cfg.objective)
+    binarize, unit_range = run.data.binarize, run.data.unit_range
+    meter = IntervalMeter(progress.partial, device, run.dist)
+    run.model.train()
+    with epoch_progress(enabled=run.dist.is_main) as bar:
+        task = bar.add_task(
+            "train",
+            total=len(batches),
+            completed=progress.batch_in_epoch,
+            epoch=progress.epoch + 1,
+            loss="...",
+        )
+        for images in batches:
+            x = prepare_batch(images, binarize)
+            inputs = corrupt(x, tc.denoise, tc.noise_level, clamp=unit_range)  # denoising: clean target
+            beta = beta_at(progress.step, cfg.beta, warmup_steps)
+            terms, loss, finite = train_step(run, tc, objective, objective_cfg, inputs, x, beta)
+            progress.batch_in_epoch += 1
+            bar.advance(task)
+            if tc.skip_nonfinite and not run.dist.all(bool(finite), device):  # a per-step sync, only here
+                skip_nonfinite_step(run, float(loss.detach()))
+                continue
+            optimizer_step(run, tc)
+            meter.record(loss, terms.recon.mean(), terms.kl.mean(), len(x), finite, progress.step)
+
+            at_interval = progress.step % tc.log_every == 0 or progress.batch_in_epoch == len(batches)
+            stop_here = bool(run.stop.requested) and not run.dist.enabled  # one process stops at once
+            if not (at_interval or stop_here):
+                continue
+            interval = meter.close(bool(run.stop.requested))
+            if interval.nonfinite:
+                step = interval.first_nonfinite_step or progress.step
+                raise nonfinite_error(interval.loss, progress.epoch, step, run.ckpt_dir)
+            log_interval(run, interval, beta)
+            bar.update(task, loss=fmt(interval.loss))
+            if interval.stop:
+                run.stop.requested = run.stop.requested or "a signal to another process"
+                progress.partial = meter.partial
+                return None
+    progress.batch_in_epoch, progress.partial = 0, [0.0, 0.0, 0.0, 0.0]
+    return meter.epoch_means()
+
+
+def train_step(
+    run: Run,
+    tc: TrainConfig,
+    objective: Any,
+    objective_cfg: Any,
+    inputs: torch.Tensor,
+    x: torch.Tensor,
+    beta: float,
+) -> tuple[Terms, torch.Tensor, torch.Tensor]:
+    """Forward and backward for one batch (gradients clipped when asked): (terms, loss, finite), where
+    `finite` (a device tensor) says whether the loss (and, when clipped, the gradient) is finite."""
+    with autocast(run.device, tc.precision):
+        terms = objective(run.model, inputs, objective_cfg, beta, target=x, forward=run.forward)
+        loss = terms.loss(beta, tc.free_bits)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    finite = torch.isfinite(loss)
+    if tc.grad_clip > 0 or tc.skip_nonfinite:
+        run.scaler.unscale_(run.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), tc.grad_clip or math.inf)
+        if not run.scaler.is_enabled():  # with fp16, the scaler itself skips overflowing steps
+            finite = finite & torch.isfinite(grad_norm)
+    return terms, loss, finite
+
+
+def optimizer_step(run: Run, tc: TrainConfig) -> None:
+    """Apply the gradients: the optimiser, the weights' moving average, a per-step schedule."""
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    if run.ema is not None:
+        run.ema.update_parameters(run.model)
+    if tc.scheduler == "cosine":
+        run.scheduler.step()
+    run.progress.step += 1
+
+
+def log_interval(run: Run, interval: Interval, beta: float) -> None:
+    lr = run.optimizer.param_groups[0]["lr"]
+    values = {"loss": interval.loss, "recon": interval.recon, "kl": interval.kl, "beta": beta, "lr": lr}
+    run.tb.scalars("train", values, run.progress.step)
+
+
+def end_epoch(
+    run: Run, train_metrics: dict[str, float], val_metrics: dict[str, float], val_batches: BatchSource
+) -> bool:
+    """After an epoch: the plateau schedule, TensorBoard, the checkpoints, a log line. True if it is the
+    best epoch so far (by validation loss)."""
+    tc, progress = run.cfg.train, run.progress
+    if tc.scheduler == "plateau":
+        run.scheduler.step(val_metrics["loss"])
+    run.tb.scalars("train", {"examples_per_sec": train_metrics["examples_per_sec"]}, progress.step)
+    run.tb.scalars("val", val_metrics, progress.step)
+    if (
+        run.dist.is_main
+        and tc.image_every
+        and (progress.epoch % tc.image_every == 0 or progress.epoch == tc.epochs)
+    ):
+        log_images(run.tb, run.eval_model, val_batches, run.data, run.cfg.seed, progress.step)
+    is_best = val_metrics["loss"] < progress.best_val
+    if is_best:
+        progress.best_val, progress.best_epoch = val_metrics["loss"], progress.epoch
+    if run.dist.is_main:
+        payload = checkpoint_payload(run, train_metrics, val_metrics)
+        save_checkpoint(run.ckpt_dir / "last.ckpt", payload)
+        if is_best:
+            save_checkpoint(run.ckpt_dir / "best.ckpt", payload)
+    log.info(
+        "epoch %d/%d  train loss %s  val loss %s (recon %s, KL %s)%s  %.0f ex/s",
+        progress.epoch,
+        tc.epochs,
+        fmt(train_metrics["loss"]),
+        fmt(val_metrics["loss"]),
+        fmt(val_metrics["recon"]),
+        fmt(val_metrics["kl"]),
+        "  *best*" if is_best else "",
+        train_metrics["examples_per_sec"],
+    )
+    return is_best
+
+
+def test_best(run: Run) -> dict[str, float]:
+    """The best (by validation loss) model's numbers on all of the test split: the training objective
+    and what its codes say (active units, the MIG on data with factors)."""
+    cfg, tc, data = run.cfg, run.cfg.train, run.data
+    model = run.eval_model
+    best = run.ckpt_dir / "best.ckpt"
+    if best.is_file():
+        model.load_state_dict(load_checkpoint(best, run.device)["model"])
+    test_batches = make_batches(
+        data.test,
+        eval_batch_size(tc.batch_size),
+        False,
+        cfg.seed,
+        run.device,
+        cfg.dataset.in_memory,
+        tc.num_workers,
+    )
+    metrics = mean_objective(model, test_batches, data, cfg, run.device)
+    if len(data.test):
+        mu = encode_split(model, data.test, data.binarize, cfg.seed)
+        metrics.update(representation_metrics(mu, data.test.factors))
+    run.tb.scalars("test", metrics, run.progress.step)
+    return metrics
+
+
+@torch.no_grad()
+def mean_objective(
+    model: VAE,
+    batches: BatchSource,
+    data: DataBundle,
+    cfg: DictConfig,
+    device: torch.device,
+    dist: Dist | None = None,
+) -> dict[str, float]:
+    """The training objective over a split, nats per example: loss (with the configured beta), recon,
+    KL and negative ELBO, with z ~ q(z|x).
+
+    A generator seeded the same way every time draws the noise, so the number moves only when the
+    model does, and evaluation leaves the training RNG untouched. With several processes, each
+    evaluates its shard and the sums are all-reduced."""
+    tc = cfg.train
+    objective, objective_cfg = OBJECTIVES.get(cfg.objective.name), OmegaConf.to_object(cfg.objective)
+    model.eval()
+    generator = torch.Generator(device=device).manual_seed(cfg.seed + (dist.rank if dist else 0))
+    sums, n = torch.zeros(3, dtype=torch.float64, device=device), 0
+    for images in batches:
+        x = prepare_batch(images, data.binarize, generator)
+        inputs = corrupt(x, tc.denoise, tc.noise_level, generator, clamp=data.unit_range)
+        with autocast(device, tc.precision):
+            terms = objective(model, inputs, objective_cfg, cfg.beta, target=x, generator=generator)
+            loss = terms.loss(cfg.beta, tc.free_bits)
+        sums += torch.stack([loss * len(x), terms.recon.sum(), terms.kl.sum()]).double()
+        n += len(x)
+    totals = torch.cat([sums, torch.tensor([float(n)], dtype=torch.float64, device=device)])
+    if dist is not None:
+        dist.sum(totals)
+    model.train()
+    loss, recon, kl = (totals[:3] / totals[3].clamp(min=1)).tolist()
+    return {"loss": loss, "recon": recon, "kl": kl, "neg_elbo": recon + kl}
+
+
+@torch.no_grad()
+def log_images(
+    tb: TensorBoard, model: VAE, val_batches: BatchSource, data: DataBundle, seed: int, step: int
+) -> None:
+    """Validation reconstructions (originals above reconstructions, z = mu) and prior samples."""
+    model.eval()
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    images = next(iter(val_batches))[:32]
+    x = prepare_batch(images, data.binarize, generator)
+    tb.image_grid("val/reconstructions", interleave_rows(x, model.reconstruct(x), 8), step)
+    tb.image_grid("samples/prior", model.sample(NUM_IMAGES, generator=generator), step)
+    model.train()
+
+
+def eval_batch_size(train_batch_size: int) -> int:
+    return EVAL_BATCH_FACTOR * train_batch_size
+
+
+# --- how a run starts, stops and ends ---------------------------------------------------------------------
+
+
+def log_start(run: Run) -> None:
+    data = run.data
+    log.info(
+        "training %s on %s (%d train / %d val examples, %s) on %s%s; %s parameters",
+        run.cfg.model.name,
+        data.name,
+        len(data.train),
+        len(data.val),
+        "x".join(map(str, data.shape)),
+        run.device,
+        f" x {run.dist.world_size} processes" if run.dist.enabled else "",
+        f"{sum(p.numel() for p in run.model.parameters()):,}",
+    )
+
+
+def print_results(run: Run, metrics: dict[str, Any], run_dir: Path) -> None:
+    def core(values: dict[str, float]) -> dict[str, float]:
+        return {k: values[k] for k in ("loss", "recon", "kl", "neg_elbo") if k in values}
+
+    console.print(
+        metrics_table(
+            f"{run.cfg.model.name} on {run.data.name}: nats per example",
+            {
+                "train (last epoch)": core(metrics["train"]),
+                "val (last epoch)": core(metrics["val"]),
+                f"test (best, epoch {metrics['best_epoch']})": core(metrics["test"]),
+            },
+        )
+    )
+    console.print(f"outputs in [bold]{run_dir}[/bold]  (tensorboard --logdir {run_dir / 'tensorboard'})")
+
+
+def skip_nonfinite_step(run: Run, loss: float) -> None:
+    progress, allowed = run.progress, run.cfg.train.skip_nonfinite
+    progress.skipped += 1
+    log.warning(
+        "skipped step %d of epoch %d: non-finite loss or gradient (%d of %d allowed)",
+        progress.step + 1,
+        progress.epoch + 1,
+        progress.skipped,
+        allowed,
+    )
+    if progress.skipped > allowed:
+        raise nonfinite_error(
+            loss, progress.epoch, progress.step + 1, run.ckpt_dir, f"more than {allowed} skipped steps"
+        )
+
+
+def nonfinite_error(loss: float, epoch: int, step: int, ckpt_dir: Path, why: str = "") -> TrainingStopped:
+    last = ckpt_dir / "last.ckpt"
+    kept = (
+        f"the last good checkpoint, {last.resolve()}, is kept"
+        if last.is_file()
+        else "no checkpoint was written yet"
+    )
+    return TrainingStopped(
+        f"non-finite training loss ({loss}) at epoch {epoch + 1}, step {step}{' (' + why + ')' if why else ''}; "
+        f"likely causes: a too high train.lr (lower it or set train.grad_clip), reduced precision (use "
+        f"train.precision=32), or a collapsing Gaussian variance (raise loss.min_sigma); {kept}"
+    )
+
+
+def interrupted(run: Run, train_metrics: dict[str, float]) -> Interrupted:
+    """Write a resumable checkpoint (mid-epoch: it records how far the epoch got) and say how to go on."""
+    path = run.ckpt_dir / "last.ckpt"
+    where = f"epoch {run.progress.epoch + 1}, step {run.progress.step}"
+    if not run.dist.is_main:
+        return Interrupted(
+            f"{run.stop.requested}: rank {run.dist.rank} stopped at {where}; rank 0 writes the checkpoint"
+        )
+    save_checkpoint(path, checkpoint_payload(run, train_metrics, {}))
+    return Interrupted(
+        f"{run.stop.requested}: stopped at {where}; checkpoint "
+        f"written; continue with: vae train train.resume={path.resolve()} (and the same overrides)"
+    )
