@@ -7,10 +7,12 @@ across the batch and evaluation behaves exactly like training (unlike BatchNorm)
 
 from __future__ import annotations
 
+import math
+
 from torch import Tensor, nn
 
 from vae_cli.config import ModelConfig
-from vae_cli.models.conv import stride2_sizes, transposed_padding
+from vae_cli.models.conv import stride2_layout
 from vae_cli.models.registry import MODELS, activation
 
 
@@ -39,28 +41,22 @@ class ResBlock(nn.Module):
 def build_resnet(
     cfg: ModelConfig, image_shape: tuple[int, int, int], latent_dim: int, out_channels: int
 ) -> tuple[nn.Module, nn.Module]:
-    c, h, w = image_shape
-    k, pad = cfg.kernel_size, (cfg.kernel_size - 1) // 2
-    widths = list(cfg.channels)
-    sizes = stride2_sizes(h, w, widths, k, pad)
-    fh, fw = sizes[-1]
-    flat = widths[-1] * fh * fw
+    layout = stride2_layout(cfg, image_shape)
+    k, pad, widths = layout.kernel, layout.pad, layout.widths
+    flat = math.prod(layout.code_shape)
 
-    enc: list[nn.Module] = [nn.Conv2d(c, widths[0], 3, padding=1)]
+    enc: list[nn.Module] = [nn.Conv2d(image_shape[0], widths[0], 3, padding=1)]
     for c_in, c_out in zip([widths[0], *widths[:-1]], widths, strict=True):
         enc += [ResBlock(c_in, c_out, cfg.activation), nn.Conv2d(c_out, c_out, k, 2, pad)]
     enc += [_norm(widths[-1]), activation(cfg.activation), nn.Flatten(), nn.Linear(flat, 2 * latent_dim)]
 
-    dec: list[nn.Module] = [nn.Linear(latent_dim, flat), nn.Unflatten(1, (widths[-1], fh, fw))]
+    dec: list[nn.Module] = [nn.Linear(latent_dim, flat), nn.Unflatten(1, layout.code_shape)]
     rev = list(reversed(widths))
     for i, c_in in enumerate(rev):
         c_out = rev[i + 1] if i + 1 < len(rev) else widths[0]
-        (ih, iw), (th, tw) = sizes[len(widths) - i], sizes[len(widths) - i - 1]
         dec += [
             ResBlock(c_in, c_out, cfg.activation),
-            nn.ConvTranspose2d(
-                c_out, c_out, k, 2, pad, output_padding=transposed_padding((ih, iw), (th, tw), k, pad)
-            ),
+            nn.ConvTranspose2d(c_out, c_out, k, 2, pad, output_padding=layout.output_padding(i)),
         ]
     dec += [_norm(widths[0]), activation(cfg.activation), nn.Conv2d(widths[0], out_channels, 3, padding=1)]
     return nn.Sequential(*enc), nn.Sequential(*dec)
