@@ -17,8 +17,11 @@ $(BIN)/python:
 install: $(BIN)/python ## Create .venv and install vae (editable) with the dev extras
 	$(BIN)/python -m pip install -e '.[dev]'
 
-test: ## Run the test suite
-	$(BIN)/python -m pytest -q
+# pytest-xdist: a worker per core; --dist loadfile keeps each test file in one worker, so that a module's
+# fixture (a model trained once, a table of commands run once) runs once. `$(BIN)/python -m pytest ...`
+# alone runs serially.
+test: ## Run the test suite (on every core)
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 lint: ## Lint with ruff
 	$(BIN)/ruff check vae_cli tests benchmarks

@@ -68,7 +68,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # runs from a checkout without installing
 
 from vae_cli.data.mnist import FILES, read_idx, write_idx  # noqa: E402
-from vae_cli.training.runtime import available_cores  # noqa: E402
+from vae_cli.training.runtime import available_cores, cpu_features, describe_cpu_features  # noqa: E402
 
 IDX_FILES = tuple(FILES.values())
 FMNIST_FOLDERS = (
@@ -338,7 +338,6 @@ def vae_config(
     return compose_config(overrides)
 
 
-@contextlib.contextmanager
 @contextlib.contextmanager
 def quiet_vae_console() -> Iterator[None]:
     """vae's own progress bar and results table stay silent (its test loss is shown in brackets)."""
@@ -635,6 +634,13 @@ def main(argv: list[str] | None = None) -> int:
         f"[bold]vae training benchmark[/bold]: torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"device {device}, CPU {cpu_name()} ({os.cpu_count()} cores), Python {platform.python_version()}"
     )
+    # what decides the bf16 row: without native bf16 (avx512_bf16/amx_bf16) it is emulated, several times slower
+    features = cpu_features()
+    console.print(f"CPU features: {describe_cpu_features(features)}", highlight=False)
+    if "bf16" in variants and features["native_bf16"] is False:
+        console.print(
+            "note: no native bf16 on this CPU: expect the bf16 row to be slower than fp32", highlight=False
+        )
 
     with tempfile.TemporaryDirectory(prefix="vae-bench-") as tmp:
         root = Path(tmp)

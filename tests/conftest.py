@@ -1,75 +1,54 @@
-"""Shared fixtures: tiny datasets written in the real on-disk formats, and a CLI runner."""
+"""Shared fixtures: tiny datasets in the real on-disk formats, and torch's global state left as found.
+
+The CLI runners are in tests/helpers/cli.py and the tiny-data writers in tests/helpers/data.py; the names
+below are re-exported from here for the tests that import them from tests.conftest."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+import torch
 
-from vae_cli.data.mnist import write_idx
+from tests.helpers.cli import (
+    REPO,
+    THREADS,
+    loggers,
+    only_run_dir,
+    restore_torch_state,
+    run_vae,
+    torch_state,
+    vae,
+)
+from tests.helpers.data import TINY_CONV_TRAIN, TINY_SYNTHETIC, make_celeba, make_idx_dataset
 
-REPO = Path(__file__).resolve().parent.parent
-
-#: Tiny synthetic data that trains in about a second.
-TINY_SYNTHETIC = [
-    "dataset=synthetic",
-    "dataset.size=240",
-    "dataset.val_size=40",
-    "dataset.test_size=40",
-    "dataset.image_size=16",
-    "model.channels=[8,16]",
-    "latent_dim=4",
-    "train.batch_size=32",
-]
+__all__ = ["REPO", "TINY_SYNTHETIC", "make_celeba", "make_idx_dataset", "only_run_dir", "run_vae"]
 
 
-def make_idx_dataset(
-    root: Path,
-    folder: str = "MNIST",
-    n_train: int = 120,
-    n_test: int = 40,
-    compress: bool = False,
-    seed: int = 0,
-) -> Path:
-    """A tiny MNIST-format dataset in torchvision's layout <root>/<folder>/raw/: strokes on black."""
-    rng = np.random.default_rng(seed)
-    raw = root / folder / "raw"
-
-    def images(n: int) -> np.ndarray:
-        x = np.zeros((n, 28, 28), dtype=np.uint8)
-        for i in range(n):
-            r, c = rng.integers(4, 20, size=2)
-            x[i, r : r + 8, c : c + 3] = rng.integers(128, 256)
-        return x
-
-    write_idx(raw / "train-images-idx3-ubyte", images(n_train), compress)
-    write_idx(raw / "train-labels-idx1-ubyte", rng.integers(0, 10, n_train), compress)
-    write_idx(raw / "t10k-images-idx3-ubyte", images(n_test), compress)
-    write_idx(raw / "t10k-labels-idx1-ubyte", rng.integers(0, 10, n_test), compress)
-    return root
+def pytest_configure(config: pytest.Config) -> None:
+    # One thread per test process (two pytest-xdist workers share two cores), the same count as every
+    # `vae` process the tests start (tests/helpers/cli.py), so that compared runs compute alike.
+    torch.set_num_threads(THREADS)
 
 
-def make_celeba(root: Path, per_split: tuple[int, int, int] = (12, 4, 4)) -> Path:
-    """A tiny CelebA in torchvision's layout: <root>/celeba/img_align_celeba/*.jpg (178x218) and
-    list_eval_partition.txt."""
-    rng = np.random.default_rng(0)
-    folder = root / "celeba" / "img_align_celeba"
-    folder.mkdir(parents=True, exist_ok=True)
-    lines, index = [], 1
-    for code, count in enumerate(per_split):
-        for _ in range(count):
-            name = f"{index:06d}.jpg"
-            pixels = rng.integers(0, 256, size=(218, 178, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(folder / name, quality=90)
-            lines.append(f"{name} {code}")
-            index += 1
-    (root / "celeba" / "list_eval_partition.txt").write_text("\n".join(lines) + "\n")
-    return root
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Each test, with the fixtures it sets up, leaves torch's, numpy's and Python's global RNGs and
+    torch's thread count as it found them (tests that seed, in-process runs that call seed_everything),
+    and logging too: a handler that a Hydra run in this process left behind (its log file, in a folder
+    that goes away with the test) is removed and closed, and the loggers' levels are put back."""
+    state = torch_state()
+    before = {lg: (lg.level, list(lg.handlers)) for lg in loggers()}
+    yield
+    restore_torch_state(state)
+    for lg in loggers():
+        level, handlers = before.get(lg, (lg.level, []))
+        for handler in list(lg.handlers):
+            if handler not in handlers and not type(handler).__module__.startswith("_pytest"):
+                lg.removeHandler(handler)
+                handler.close()
+        lg.setLevel(level)
 
 
 @pytest.fixture(scope="session")
@@ -82,23 +61,13 @@ def celeba_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_celeba(tmp_path_factory.mktemp("celeba"))
 
 
-def run_vae(
-    args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
-) -> subprocess.CompletedProcess:
-    """Run the real CLI (`python -m vae_cli ...`) in a subprocess."""
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "120", **(env or {})}
-    full_env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run(
-        [sys.executable, "-m", "vae_cli", *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def only_run_dir(cwd: Path, command: str = "train") -> Path:
-    runs = sorted(p for p in (cwd / "outputs" / command).glob("*/*") if p.is_dir())
-    assert len(runs) == 1, runs
-    return runs[0]
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run folder of a tiny conv model (TINY_CONV_TRAIN) trained once per test process, for the
+    checkpoint commands' tests and the Python API's. Tests may add to it (log_to_run=true), never change
+    what is there."""
+    root = tmp_path_factory.mktemp("trained")
+    trained = vae(TINY_CONV_TRAIN, root)
+    assert trained.returncode == 0, trained.stderr
+    (run_dir,) = (root / "outputs" / "train").glob("*/*")
+    return run_dir

@@ -29,6 +29,7 @@ from vae_cli.config import DatasetConfig, LossConfig, ModelConfig
 from vae_cli.errors import CheckpointError, ConfigError
 from vae_cli.likelihoods import create_likelihood
 from vae_cli.models import VAE, create_model
+from vae_cli.paths import find_checkpoint
 from vae_cli.training.runtime import resolve_device
 
 log = logging.getLogger("vae")
@@ -36,23 +37,9 @@ log = logging.getLogger("vae")
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """A .ckpt file as given; a folder means its checkpoints/best.ckpt, else checkpoints/last.ckpt (a
-    checkpoints/ folder itself works too)."""
-    p = Path(path).expanduser()
-    if p.is_dir():
-        for candidate in (
-            p / "checkpoints" / "best.ckpt",
-            p / "checkpoints" / "last.ckpt",
-            p / "best.ckpt",
-            p / "last.ckpt",
-        ):
-            if candidate.is_file():
-                return candidate
-        raise CheckpointError(
-            f"{p} holds no checkpoints/best.ckpt or checkpoints/last.ckpt; is it a training run?"
-        )
-    if not p.exists():
-        raise CheckpointError(f"checkpoint {p} does not exist; pass a .ckpt file or a training run folder")
-    return p
+    checkpoints/ folder itself works too). A path that exists but is the wrong kind (a folder without
+    checkpoints, a device such as /dev/zero) says so, not that it does not exist."""
+    return find_checkpoint(path)
 
 
 @dataclass

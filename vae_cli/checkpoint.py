@@ -18,6 +18,7 @@ import torch
 
 from vae_cli.errors import CheckpointError
 from vae_cli.io import copy_file, write_atomically
+from vae_cli.paths import check_checkpoint_file
 
 FORMAT = "vae-cli-checkpoint"
 FORMAT_VERSION = 1
@@ -45,16 +46,8 @@ def _write(path: Path, write: Callable[[], None]) -> None:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise CheckpointError(
-            f"checkpoint {path} does not exist; pass a .ckpt file from a run's checkpoints/"
-        )
-    if not _is_zip(path):
-        raise CheckpointError(
-            f"{path} is not a vae checkpoint (not a PyTorch zip archive); pass a .ckpt file "
-            f"from a run's checkpoints/ folder"
-        )
+    # Missing, a folder, not a regular file (/dev/zero), not a zip archive: each said as it is.
+    path = check_checkpoint_file(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError) as e:
@@ -73,15 +66,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{FORMAT_VERSION}; use the vae release that wrote it"
         )
     return payload
-
-
-def _is_zip(path: Path) -> bool:
-    """torch.save writes zip archives; anything else (text, images, old pickles) is not one of ours."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(4) == b"PK\x03\x04"
-    except OSError:
-        return False
 
 
 def rng_states() -> dict[str, Any]:

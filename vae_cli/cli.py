@@ -3,12 +3,23 @@
 `vae train beta=4 -m latent_dim=8,16` runs Hydra's `train` config with `beta=4 -m latent_dim=8,16`, so
 every Hydra feature (overrides, --multirun, --cfg job, --help, shell completion) works after the
 subcommand.
+
+Before Hydra runs (and before torch is imported), `check_command_line` composes and validates a single
+run's config and checks the paths it names (vae_cli/paths.py): a bad command line is one line in about
+half a second and leaves nothing behind; a run folder or an output that exists is never overwritten.
+Path-valued overrides are expanded (`~`) and quoted for Hydra's grammar first, and Hydra's misleading
+composition errors (`use +key=...`) become one line with a "did you mean".
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import difflib
+import io
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,8 +31,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from vae_cli import paths
 from vae_cli.config import register_configs
-from vae_cli.errors import exit_on_user_error
+from vae_cli.errors import ConfigError, DataError, OutOfMemory, VaeError, exit_on_user_error, is_user_error
 from vae_cli.sweep.guard import guard_sweep
 
 log = logging.getLogger("vae")
@@ -36,6 +48,11 @@ def config_dir() -> Path:
 def compose_config(overrides: list[str], config_name: str = "train") -> DictConfig:
     """The resolved config `vae <config_name> <overrides>` would run with, composed without the CLI
     (for benchmarks, tests and notebooks)."""
+    return _compose(overrides, config_name)[0]
+
+
+def _compose(overrides: list[str], config_name: str) -> tuple[DictConfig, DictConfig]:
+    """(the resolved config, its `hydra` node with run.dir and sweep.dir resolved)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -43,52 +60,115 @@ def compose_config(overrides: list[str], config_name: str = "train") -> DictConf
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            cfg = compose(config_name=config_name, overrides=overrides)
+            cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
     finally:
         GlobalHydra.instance().clear()
+    hydra_node = OmegaConf.create(
+        {
+            "mode": getattr(OmegaConf.select(cfg, "hydra.mode", default=None), "name", ""),
+            "run_dir": str(OmegaConf.select(cfg, "hydra.run.dir")),
+            "sweep_dir": str(OmegaConf.select(cfg, "hydra.sweep.dir")),
+        }
+    )
+    with open_struct_off(cfg):
+        del cfg["hydra"]
     OmegaConf.resolve(cfg)
-    return cfg
+    return cfg, hydra_node
 
 
-def run_task(fn: Callable[[DictConfig, Path], Any], cfg: DictConfig) -> Any:
+@contextlib.contextmanager
+def open_struct_off(cfg: DictConfig) -> Any:
+    from omegaconf import flag_override
+
+    with flag_override(cfg, ["struct", "readonly"], [False, False]):
+        yield
+
+
+#: the settings that decide how much memory each command needs, in the order to lower them
+MEMORY_SETTINGS: dict[str, tuple[str, ...]] = {
+    "train": ("train.batch_size", "dataset.image_size", "objective.k"),
+    "sample": ("n",),
+    "reconstruct": ("n",),
+    "evaluate": ("batch_size", "chunk", "iwae_k"),
+    "score": ("batch_size", "chunk", "iwae_k"),
+}
+
+
+def out_of_memory(e: BaseException, command: str, cfg: DictConfig) -> OutOfMemory | None:
+    """A one-line error naming the settings to lower when `e` is running out of memory (torch's CPU or
+    CUDA allocator, or Python's MemoryError); None for any other error."""
+    text = str(e)
+    cpu_allocator = isinstance(e, RuntimeError) and "DefaultCPUAllocator" in text
+    if isinstance(e, MemoryError) or cpu_allocator:
+        where = "memory (RAM)"
+    elif type(e).__name__ == "OutOfMemoryError" or (isinstance(e, RuntimeError) and "out of memory" in text):
+        where = "GPU memory" if "CUDA" in text or "cuda" in text else "memory"
+    else:
+        return None
+    shown, keys = [], []
+    for key in MEMORY_SETTINGS.get(command, ()):
+        if OmegaConf.select(cfg, key, default="<absent>") == "<absent>":
+            continue  # e.g. objective.k under objective=elbo
+        value = OmegaConf.select(cfg, key)
+        shown.append(f"{key}={value}" if value is not None else f"{key} (automatic)")
+        keys.append(key)
+    settings = f" with {', '.join(shown)}" if shown else ""
+    lower = f": lower {' or '.join(keys)}" if keys else ""
+    return OutOfMemory(f"out of {where}{settings}{lower}")
+
+
+def run_task(fn: Callable[[DictConfig, Path], Any], cfg: DictConfig, command: str = "") -> Any:
     """Resolve the config to plain values and run; a user error is one line and its exit code (in a
-    sweep's job, the sweep records it)."""
+    sweep's job, the sweep records it). Running out of memory is one line naming the settings to lower.
+    A run folder this process made, that the failed run left holding only .hydra/ and its log, is removed."""
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
 
     def task() -> Any:
-        OmegaConf.resolve(cfg)
-        return fn(cfg, Path(HydraConfig.get().runtime.output_dir))
+        try:
+            OmegaConf.resolve(cfg)
+            check_added_keys(cfg, list(hydra_cfg.overrides.task), command or hydra_cfg.job.name)
+            return fn(cfg, run_dir)
+        except BaseException as e:
+            better = out_of_memory(e, command, cfg)
+            if not in_sweep and (better is not None or is_user_error(e)):
+                paths.remove_bare_run_dir(run_dir)
+            if better is not None:
+                raise better from None
+            raise
 
-    return exit_on_user_error(task, in_sweep=HydraConfig.get().mode == RunMode.MULTIRUN)
+    return exit_on_user_error(task, in_sweep=in_sweep)
 
 
 def train_task(cfg: DictConfig) -> Any:
     from vae_cli.commands.train import train
 
-    return run_task(train, cfg)  # optuna gets the validation loss, others the metrics
+    return run_task(train, cfg, "train")  # optuna gets the validation loss, others the metrics
 
 
 def sample_task(cfg: DictConfig) -> Any:
     from vae_cli.commands.sample import sample
 
-    return run_task(sample, cfg)
+    return run_task(sample, cfg, "sample")
 
 
 def reconstruct_task(cfg: DictConfig) -> Any:
     from vae_cli.commands.reconstruct import reconstruct
 
-    return run_task(reconstruct, cfg)
+    return run_task(reconstruct, cfg, "reconstruct")
 
 
 def evaluate_task(cfg: DictConfig) -> Any:
     from vae_cli.commands.evaluate import evaluate
 
-    return run_task(evaluate, cfg)
+    return run_task(evaluate, cfg, "evaluate")
 
 
 def score_task(cfg: DictConfig) -> Any:
     from vae_cli.commands.score import score
 
-    return run_task(score, cfg)
+    return run_task(score, cfg, "score")
 
 
 #: subcommand -> (one-line help, primary config name, task function)
@@ -114,7 +194,11 @@ PLAIN_SUBCOMMANDS: dict[str, tuple[str, Callable[[list[str]], Any]]] = {
 
 
 def usage() -> str:
-    lines = ["usage: vae <command> [hydra overrides] [-m] [--cfg job] [--help]", "", "commands:"]
+    lines = [
+        "usage: vae <command> [key=value ...] [-m] [--cfg job] [--help]    vae --version",
+        "",
+        "commands:",
+    ]
     lines += [f"  {name:<12} {help_}" for name, (help_, _, _) in SUBCOMMANDS.items()]
     lines += [f"  {name:<12} {help_}" for name, (help_, _) in PLAIN_SUBCOMMANDS.items()]
     lines += [
@@ -131,10 +215,354 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def version() -> str:
+    """The installed distribution's version, else the checkout's pyproject.toml."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("vae-cli")
+    except PackageNotFoundError:
+        pass
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    try:
+        import tomllib
+
+        return str(tomllib.loads(pyproject.read_text())["project"]["version"])
+    except (OSError, KeyError, ValueError):
+        return "unknown"
+
+
+# --- the command line, checked before Hydra runs --------------------------------------------------------------
+
+#: Hydra flags after which the command line is Hydra's business alone (no check first)
+HYDRA_ONLY_FLAGS = {
+    "--hydra-help",
+    "--version",
+    "--shell-completion",
+    "-sc",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--experimental-rerun",
+    "--info",
+    "-i",
+}
+
+
+#: Hydra's flags that take the next argument as their value
+VALUE_FLAGS = {
+    "--cfg",
+    "-c",
+    "--package",
+    "-p",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--experimental-rerun",
+}
+
+
+def flags_first(rest: list[str]) -> list[str]:
+    """Hydra's flags (with their values) before the overrides, wherever they were typed: Hydra's parser
+    reads `vae train beta=4 -m latent_dim=8,16` only as `-m beta=4 latent_dim=8,16`."""
+    flags: list[str] = []
+    overrides: list[str] = []
+    i = 0
+    while i < len(rest):
+        arg = rest[i]
+        if arg.startswith("-"):
+            flags.append(arg)
+            if arg in VALUE_FLAGS and i + 1 < len(rest):
+                flags.append(rest[i + 1])
+                i += 1
+        else:
+            overrides.append(arg)
+        i += 1
+    return [*flags, *overrides]
+
+
+def hydra_args(rest: list[str]) -> Any:
+    """Hydra's own reading of the command line (overrides, --cfg, -m, ...), or None when Hydra would
+    refuse it (Hydra then says why)."""
+    if any(a.split("=", 1)[0] in HYDRA_ONLY_FLAGS for a in rest):
+        return None
+    with contextlib.redirect_stderr(io.StringIO()):
+        try:
+            return hydra_utils.get_args_parser().parse_args(rest)
+        except SystemExit:
+            return None
+
+
+def parse_overrides(overrides: list[str]) -> list[Any]:
+    """Hydra's parsed overrides; a value the grammar rejects is one line saying how to quote it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    parsed = []
+    for text in overrides:
+        try:
+            parsed += parser.parse_overrides([text])
+        except OverrideParseException as e:
+            raise ConfigError(quoting_advice(text, e)) from None
+    return parsed
+
+
+def quoting_advice(text: str, error: BaseException | None = None) -> str:
+    if "=" not in text:
+        return (
+            f"'{text}' is not key=value: a value with spaces must stay one argument, in shell quotes, e.g. "
+            f'"dataset.path=my photos"'
+        )
+    key, _, value = text.partition("=")
+    key = key.lstrip("+~")
+    return (
+        f"cannot read the override {text!r} (Hydra's grammar takes unquoted values of letters, digits and "
+        f"/ . - _ only): quote the value inside shell quotes, e.g. \"{key}='{value}'\" (a quote inside: "
+        f"\\')"
+    )
+
+
+def validator(command: str) -> Callable[[DictConfig], None]:
+    from vae_cli import config
+
+    return (
+        config.validate_train_config if command == "train" else getattr(config, f"validate_{command}_config")
+    )
+
+
+def check_command_line(
+    command: str, config_name: str, rest: list[str], main_process: bool = True
+) -> list[str]:
+    """What can be checked without torch before Hydra writes anything: the overrides parse, compose and
+    validate; the paths they name exist and are of the right kind; no run folder or output is overwritten
+    (`main_process`: the process that writes, rank 0 of a torchrun). Returns the command line to hand to
+    Hydra (with a fresh run folder reserved for a checkpoint command)."""
+    args = hydra_args(rest)
+    if args is None:
+        return rest
+    overrides = parse_overrides(args.overrides)
+    if args.multirun or any(o.is_sweep_override() for o in overrides):
+        sweep_dir = next((o for o in overrides if o.key_or_group == "hydra.sweep.dir"), None)
+        if sweep_dir is not None and main_process and not args.cfg:
+            paths.check_run_dir(Path(str(sweep_dir.value())), "hydra.sweep.dir")
+        return rest  # each job is composed, checked and validated as it starts
+    try:
+        cfg, hydra_node = _compose(args.overrides, config_name)
+    except Exception as e:
+        better = explain(e, command, config_name, args.overrides)
+        if better is not None:
+            raise better from None
+        raise
+    check_added_keys(cfg, args.overrides, command)
+    validator(command)(cfg)
+    if args.cfg:
+        return rest  # only printed: nothing is written
+    given = {o.key_or_group: o for o in overrides}
+    check_paths(command, cfg, "data_dir" in given)
+    if not main_process:
+        return rest
+    if hydra_node.mode == "MULTIRUN":  # a sweeper from the config (hparams_search=optuna)
+        if "hydra.sweep.dir" in given:
+            paths.check_run_dir(Path(hydra_node.sweep_dir), "hydra.sweep.dir")
+        return rest
+    run_dir = Path(hydra_node.run_dir)
+    if command == "train":
+        if "hydra.run.dir" in given:
+            paths.check_run_dir(run_dir, resume=cfg.train.resume)
+            paths.note_named_folder(run_dir)
+        return rest  # otherwise UniqueRunDir reserves a fresh folder
+    if cfg.out:  # a file to write, or a folder (then Hydra's run folder too) that holds no other run
+        paths.check_out(cfg.out, command)
+    if "hydra.run.dir" in given:
+        paths.check_out(str(run_dir), command, "hydra.run.dir")
+    if "hydra.run.dir" in given or paths.out_is_run_folder(cfg.out):
+        paths.note_named_folder(run_dir)
+        return rest
+    # The default folder outputs/<command>/<date>/<time>, made here so that two runs in one second
+    # never share it.
+    folder = paths.reserve_folder(run_dir)
+    return [*rest, f"hydra.run.dir={paths.hydra_quote(str(folder))}"]
+
+
+def check_paths(command: str, cfg: DictConfig, data_dir_given: bool) -> None:
+    """The paths a config names: checkpoints and inputs exist and are of the right kind, data_dir is a
+    folder."""
+    from_env = "" if data_dir_given or "VAE_DATA_DIR" not in os.environ else "VAE_DATA_DIR"
+    paths.check_folder(cfg.get("data_dir"), "data_dir", from_env)
+    if command == "train":
+        if cfg.train.resume:
+            paths.check_checkpoint_file(cfg.train.resume, "train.resume")
+        path = cfg.dataset.get("path")
+        if path:
+            given = Path(str(path)).expanduser()
+            under = Path(str(cfg.data_dir)).expanduser() / given
+            if not given.exists() and (given.is_absolute() or not under.exists()):
+                what = (
+                    "a folder of images"
+                    if cfg.dataset.name == "image_folder"
+                    else "a .npy, .npz, .pt or .csv file"
+                )
+                where = "" if given.is_absolute() else f" (nor under data_dir={cfg.data_dir})"
+                raise DataError(f"dataset.path={path} does not exist{where}: pass {what}")
+        return
+    paths.find_checkpoint(cfg.ckpt)
+    value = cfg.get("input")
+    if command == "reconstruct" and value:
+        paths.check_input(value, "input", "an image file or a folder of images")
+    if command == "score" and value and value not in ("train", "val", "test"):
+        paths.check_input(
+            value,
+            "input",
+            "train, val or test (a split of the training data), a folder of images, an image or a "
+            ".npy/.npz/.pt/.csv file",
+        )
+
+
+# --- keys that no schema knows --------------------------------------------------------------------------------
+
+
+def check_added_keys(cfg: DictConfig, overrides: list[str], command: str) -> None:
+    """Refuse `+key=value` (and `++key=value`) when `key` is no field of its node's schema: it would be
+    added to the config and silently ignored."""
+    from hydra.core.override_parser.types import OverrideType
+
+    for o in parse_overrides([t for t in overrides if t.startswith("+")]):
+        if o.type not in (OverrideType.ADD, OverrideType.FORCE_ADD) or o.package is not None:
+            continue
+        key = o.key_or_group
+        if key == "hydra" or key.startswith("hydra."):
+            continue
+        parent_key, _, leaf = key.rpartition(".")
+        parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+        if not isinstance(parent, DictConfig) or leaf not in parent:
+            continue  # a config group (+experiment=...): no such node
+        schema = OmegaConf.get_type(parent)
+        if dataclasses.is_dataclass(schema) and leaf not in {f.name for f in dataclasses.fields(schema)}:
+            raise ConfigError(unknown_key_message(key, command, cfg))
+
+
+def dotted_keys(node: Any, prefix: str = "") -> list[str]:
+    keys = []
+    if isinstance(node, DictConfig):
+        for k in node:
+            full = f"{prefix}{k}"
+            keys.append(full)
+            value = node._get_node(k)
+            if isinstance(value, DictConfig):
+                keys += dotted_keys(value, f"{full}.")
+    return keys
+
+
+def unknown_key_message(key: str, command: str, cfg: DictConfig | None) -> str:
+    """`key` is no key of this config: where it would be one, the nearest keys, and where to look."""
+    from vae_cli.config import GROUPS, OPTIONS
+
+    group, _, leaf = key.partition(".")
+    option = OmegaConf.select(cfg, f"{group}.name", default=None) if cfg is not None and leaf else None
+    where = f"{group}={option}" if group in GROUPS and option else f"vae {command}"
+    message = f"{key} is not a key of {where}"
+    if group in GROUPS and leaf and "." not in leaf:
+        owners = [
+            f"{group}={name}"
+            for name, schema in OPTIONS.get(group, {}).items()
+            if name != option and leaf in {f.name for f in dataclasses.fields(schema)}
+        ]
+        if owners:
+            message += f" (it is a key of {', '.join(owners)})"
+    known = [k for k in dotted_keys(cfg) if k != key] if cfg is not None else []
+    # Within the key's own section, compare the last names (model.hidden_dim: hidden_dims, not name).
+    parent = key.rpartition(".")[0]
+    siblings = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == parent}
+    close = [siblings[m] for m in difflib.get_close_matches(key.rpartition(".")[2], list(siblings), n=3)]
+    close = close or difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+    if close:
+        message += f"; did you mean {' or '.join(close)}?"
+    scope = f" {group}={option}" if group in GROUPS and option else ""
+    return f"{message} (vae {command}{scope} --help lists every key)"
+
+
+_COULD_NOT_OVERRIDE = re.compile(r"Could not override '([^']+)'")
+_NOT_IN = re.compile(r"Key '([^']+)' not in '\w+'")
+_FULL_KEY = re.compile(r"full_key: (\S+)")
+_ALREADY = re.compile(r"Could not append to config\. An item is already at '([^']+)'")
+
+
+def explain(e: BaseException, command: str, config_name: str, overrides: list[str]) -> VaeError | None:
+    """One clear line for Hydra's composition errors that would mislead: a misspelt key (Hydra suggests
+    `+key`, which would add a key that nothing reads), an unparsable value. None: keep Hydra's."""
+    from hydra.errors import OverrideParseException
+
+    if isinstance(e, VaeError):
+        return None
+    text = "\n".join(str(x) for x in (e, e.__cause__) if x is not None)
+    if isinstance(e, OverrideParseException):
+        bad = next((o for o in overrides if o in text or o.split("=", 1)[0] in text), None)
+        return ConfigError(quoting_advice(bad)) if bad else None
+    if m := _ALREADY.search(text):
+        return ConfigError(
+            f"{m.group(1)} is already in the config: set it without the '+', {m.group(1)}=<value>"
+        )
+    m = _COULD_NOT_OVERRIDE.search(text)
+    key = m.group(1) if m else None
+    if key is None and _NOT_IN.search(text) and (full := _FULL_KEY.search(text)):
+        key = full.group(1)
+    if key is None:
+        return None
+    return ConfigError(unknown_key_message(key, command, _config_without(key, config_name, overrides)))
+
+
+def _config_without(key: str, config_name: str, overrides: list[str]) -> DictConfig | None:
+    """The config the keys to suggest come from: composed without the overrides of `key`, else with only
+    the config group choices (model=mlp, ...), else the defaults."""
+    from vae_cli.config import GROUPS
+
+    rest = [o for o in overrides if _override_key(o) != key]
+    choices = [o for o in rest if _override_key(o) in (*GROUPS, "experiment")]
+    for attempt in (rest, choices, []):
+        try:
+            return _compose(attempt, config_name)[0]
+        except Exception:  # noqa: BLE001, S112  another bad override: try with fewer
+            continue
+    return None
+
+
+def _override_key(text: str) -> str:
+    return text.split("=", 1)[0].lstrip("+~").split("@", 1)[0]
+
+
+def explained(func: Callable[[], Any], command: str, config_name: str, rest: list[str]) -> Callable[[], Any]:
+    """Hydra's run, with its misleading composition errors replaced by `explain`'s line."""
+
+    def run() -> Any:
+        try:
+            return func()
+        except Exception as e:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            args = hydra_args(rest)
+            better = explain(e, command, config_name, list(args.overrides) if args else [])
+            if better is None:
+                raise
+            raise better from None
+
+    return run
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
+        return
+    if argv[0] in ("--version", "-V"):
+        print(f"vae {version()}")
         return
     command, rest = argv[0], argv[1:]
     if command in PLAIN_SUBCOMMANDS:
@@ -148,25 +576,35 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(2)
     _, config_name, task = SUBCOMMANDS[command]
+    rest = paths.quote_path_overrides(rest)  # `dataset.path=~/my photos` reaches the config as that path
+    rest = flags_first(rest)
     if "--help" in rest or "-h" in rest:  # every key with its value and meaning, from the schemas
         from vae_cli.config.reference import print_help
 
         exit_on_user_error(lambda: print_help(command, [a for a in rest if a not in ("--help", "-h")]))
         return
     register_configs()
-    # Hydra prints composition errors (bad overrides, unknown choices) over several lines with exit
-    # code 1; ours are one line with exit code 2, like every other user error.
-    # A sweep stopped by a failed job or Ctrl-C still writes its summary.csv first (vae_cli/sweep/guard.py).
-    hydra_utils.run_and_report = lambda func: exit_on_user_error(guard_sweep(func))
-    if int(os.environ.get("RANK", "0")) > 0:
+    rank = int(os.environ.get("RANK", "0"))
+    # Check what can be checked without torch first: a bad command line fails in a second and leaves
+    # nothing behind (every rank of a torchrun checks; rank 0 alone checks and reserves the run folder).
+    checked = rest
+    rest = exit_on_user_error(lambda: check_command_line(command, config_name, checked, rank == 0))
+    if rank > 0:
         # Under torchrun every process runs Hydra; only rank 0 gets a run folder and a log file.
         rest = [
             *rest,
             "hydra.output_subdir=null",
             "hydra/job_logging=disabled",
             "hydra/hydra_logging=disabled",
-            f"hydra.run.dir={os.getcwd()}",
+            f"hydra.run.dir={paths.hydra_quote(os.getcwd())}",
         ]
+    # Hydra prints composition errors (bad overrides, unknown choices) over several lines with exit
+    # code 1; ours are one line with exit code 2, like every other user error.
+    # A sweep stopped by a failed job or Ctrl-C still writes its summary.csv first (vae_cli/sweep/guard.py).
+    hydra_args_ = rest
+    hydra_utils.run_and_report = lambda func: exit_on_user_error(
+        explained(guard_sweep(func), command, config_name, hydra_args_)
+    )
     sys.argv = [f"vae {command}", *rest]
     hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)(task)()
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 
 import torch
 from rich.console import Console
@@ -37,6 +38,8 @@ def epoch_progress(enabled: bool = True) -> Progress:
         MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]}"),
         TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
         console=console,
         transient=True,
         disable=not enabled,
@@ -44,6 +47,71 @@ def epoch_progress(enabled: bool = True) -> Progress:
         # and leaves the training threads alone (rich's default is 10 times a second).
         refresh_per_second=2,
     )
+
+
+#: Outside a terminal (a log file, a pipe, a CI job), where no bar is drawn, training logs a line at
+#: least this often during an epoch
+STEP_LOG_SECONDS = 15.0
+
+
+class StepLog:
+    """The progress bar's stand-in where none can be drawn: every STEP_LOG_SECONDS during an epoch, a
+    line `epoch 1/10: 120/625 steps (19%), 15 s so far, about 1 min 03 s left in this epoch`.
+
+    `advance()` runs every step: it reads the clock only (no device sync, no loss)."""
+
+    def __init__(
+        self,
+        epoch: int,
+        epochs: int,
+        total: int,
+        done: int = 0,
+        every: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.epoch, self.epochs, self.total, self.clock = epoch, epochs, max(1, total), clock
+        self.every = STEP_LOG_SECONDS if every is None else every
+        self.start_done, self.done = done, done  # a mid-epoch resume starts part-way
+        self.start = self.last = clock()
+
+    def advance(self) -> None:
+        self.done += 1
+        now = self.clock()
+        if now - self.last < self.every or self.done >= self.total:
+            return
+        self.last = now
+        elapsed = now - self.start
+        left = elapsed / max(1, self.done - self.start_done) * (self.total - self.done)
+        log.info(
+            "epoch %d/%d: %d/%d steps (%d%%), %s so far, about %s left in this epoch",
+            self.epoch,
+            self.epochs,
+            self.done,
+            self.total,
+            100 * self.done // self.total,
+            duration(elapsed),
+            duration(left),
+        )
+
+
+def duration(seconds: float) -> str:
+    """`42 s`, `3 min 05 s`, `2 h 07 min`."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def log_to_files(message: str, level: int = logging.WARNING) -> None:
+    """`message` into the log files only (`<run>/train.log`), not again on the console: for what the
+    command prints itself as it exits (the resume command of an interrupted run)."""
+    record = log.makeRecord(log.name, level, __file__, 0, message, None, None)
+    for logger in (log, logging.getLogger()):
+        for handler in logger.handlers:
+            if isinstance(handler, logging.FileHandler) and record.levelno >= handler.level:
+                handler.handle(record)
 
 
 def interleave_rows(originals: torch.Tensor, reconstructions: torch.Tensor, nrow: int) -> torch.Tensor:

@@ -35,6 +35,10 @@ class CheckpointError(VaeError):
     """A checkpoint is missing, truncated, foreign or incompatible."""
 
 
+class OutOfMemory(VaeError):
+    """The machine ran out of memory (RAM or GPU memory) for the settings given; the message names them."""
+
+
 class TrainingStopped(VaeError):
     """Training stopped early (a non-finite loss); the last good checkpoint is kept."""
 
@@ -69,6 +73,7 @@ USER_OS_ERRORS = {
     errno.ENOENT,
     errno.ENOTDIR,
     errno.EISDIR,
+    errno.EEXIST,
 }
 _NOISE = re.compile(
     r"^\s*(full_key|object_type|reference_type|Set the environment variable HYDRA_FULL_ERROR)"
@@ -106,15 +111,17 @@ def exit_on_user_error(func: Callable[[], Any], in_sweep: bool = False) -> Any:
         return func()
     except KeyboardInterrupt:
         # Checkpoints and outputs are written atomically, so nothing on disk is half-written.
-        print("error: interrupted; the files on disk are intact", file=sys.stderr)
+        print("interrupted: stopped at once; the files on disk are intact", file=sys.stderr)
         sys.exit(130)
     except Exception as ex:
         if os.environ.get("HYDRA_FULL_ERROR") == "1" or not is_user_error(ex):
             raise
+        # An interrupt is the user's own doing, not an error: its message starts "interrupted (SIGINT)".
+        prefix = "" if isinstance(ex, Interrupted | SweepInterrupted) else "error: "
         if in_sweep:
-            log.error("error: %s", describe(ex))
+            log.error("%s%s", prefix, describe(ex))
             raise
-        print(f"error: {describe(ex)}", file=sys.stderr)
+        print(f"{prefix}{describe(ex)}", file=sys.stderr)
         sys.exit(getattr(ex, "exit_code", VaeError.exit_code))
 
 

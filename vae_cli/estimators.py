@@ -14,12 +14,15 @@ Every pass draws from seeded generators, so the numbers move only when the model
 
 from __future__ import annotations
 
+import logging
 import math
+import time
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 
-from vae_cli.console import batch_progress
+from vae_cli.console import batch_progress, console
 from vae_cli.data import make_batches, prepare_batch
 from vae_cli.data.base import Split
 from vae_cli.models import VAE
@@ -29,6 +32,53 @@ from vae_cli.models.vae import gaussian_kl
 #: big enough for fast matrix products, small enough that the allocator reuses memory instead of asking
 #: the OS for fresh pages every pass (measured: 2x faster on CPU than 64 MB passes)
 VALUES_PER_PASS = 1 << 22
+
+log = logging.getLogger("vae")
+
+#: Outside a terminal (a log file, a CI job, a pipe), where no progress bar is drawn, a pass over a
+#: split logs a line each time another PROGRESS_TENTHS tenths of its batches are done, or when
+#: PROGRESS_SECONDS passed since the last line, whichever comes first; nothing during its first
+#: PROGRESS_AFTER seconds, so that short passes stay quiet.
+PROGRESS_TENTHS, PROGRESS_SECONDS, PROGRESS_AFTER = 1, 15.0, 5.0
+
+
+class ProgressLog:
+    """Progress lines for the log: `<label>: 30/100 batches (30%), 12 s so far, about 28 s left`."""
+
+    def __init__(self, label: str, total: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.label, self.total, self.clock = label, max(1, total), clock
+        self.start = self.last = clock()
+        self.done = self.logged_tenths = 0
+
+    def advance(self) -> None:
+        self.done += 1
+        now = self.clock()
+        tenths = self.done * 10 // self.total
+        due = tenths >= self.logged_tenths + PROGRESS_TENTHS or now - self.last >= PROGRESS_SECONDS
+        if not due or now - self.start < PROGRESS_AFTER:
+            return
+        elapsed = now - self.start
+        left = elapsed / self.done * (self.total - self.done)
+        log.info(
+            "%s: %d/%d batches (%d%%), %s so far, about %s left",
+            self.label,
+            self.done,
+            self.total,
+            100 * self.done // self.total,
+            duration(elapsed),
+            duration(left),
+        )
+        self.last, self.logged_tenths = now, tenths
+
+
+def duration(seconds: float) -> str:
+    """`42 s`, `3 min 05 s`, `2 h 07 min`."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
 class ImportanceEstimate(NamedTuple):
@@ -117,6 +167,8 @@ def estimate_split(
     noise_generator = torch.Generator(device=device).manual_seed(seed + 1)
     batches = make_batches(split, batch_size, False, seed, device, in_memory)
     columns: dict[str, list[torch.Tensor]] = {}
+    # A bar in a terminal; elsewhere (no bar is drawn there) lines in the log, with the time left.
+    lines = None if console.is_terminal else ProgressLog(label, len(batches))
     with batch_progress(label, eta=True) as bar:
         task = bar.add_task(label, total=len(batches))
         for images in batches:
@@ -139,6 +191,8 @@ def estimate_split(
             for name, values in batch.items():
                 columns.setdefault(name, []).append(values.cpu())
             bar.advance(task)
+            if lines is not None:
+                lines.advance()
     return {name: torch.cat(values) for name, values in columns.items()}
 
 

@@ -4,6 +4,7 @@ output folder, rebuild the training data, pick a split."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,28 +15,41 @@ from vae_cli.api import Trained, read_checkpoint
 from vae_cli.data import DataBundle, create_dataset
 from vae_cli.data.base import Split
 from vae_cli.errors import CheckpointError, ConfigError, DataError
+from vae_cli.paths import Output, check_out, is_output_file
 from vae_cli.tensorboard import TensorBoard
 from vae_cli.training.runtime import resolve_device, seed_everything
 
 log = logging.getLogger("vae")
 
 
-def open_run(cfg: DictConfig, run_dir: Path, validate: Callable[[DictConfig], None]) -> tuple[Trained, Path]:
+def open_run(
+    cfg: DictConfig, run_dir: Path, validate: Callable[[DictConfig], None]
+) -> tuple[Trained, Output]:
     """What every checkpoint command does first: check its config, seed, load the checkpoint on the
-    chosen device, and pick the output folder."""
+    chosen device, and pick where the outputs go."""
     validate(cfg)
     seed_everything(cfg.seed)
     trained = read_checkpoint(cfg.ckpt, resolve_device(cfg.device))
     return trained, output_dir(cfg, run_dir)
 
 
-def output_dir(cfg: DictConfig, run_dir: Path) -> Path:
-    """`out=<path>` when given, else the command's Hydra run folder."""
-    out = Path(cfg.out).expanduser() if cfg.out else run_dir
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"out={out} is a file: pass a folder")
+def output_dir(cfg: DictConfig, run_dir: Path) -> Output:
+    """Where a command writes: `out=<folder>` (also Hydra's run folder unless it lies inside another
+    run), or `out=<file>` (e.g. samples.png: the command's main output, its others beside it with the same
+    stem), else the command's Hydra run folder.
+    `output_dir(...).path("samples.png")` is that output's path; an existing file is never overwritten,
+    and a folder holding another run (.hydra/, checkpoints/) is refused."""
+    if not cfg.out:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return Output(run_dir)
+    out = Path(cfg.out).expanduser()
+    if os.path.abspath(out) != os.path.abspath(run_dir):  # Hydra's own .hydra/ is in its run folder
+        check_out(str(cfg.out), "")
+    if is_output_file(str(cfg.out)):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return Output(out.parent, out)
     out.mkdir(parents=True, exist_ok=True)
-    return out
+    return Output(out)
 
 
 def load_data(trained: Trained, data_dir: str | None) -> DataBundle:

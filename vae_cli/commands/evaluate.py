@@ -100,7 +100,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         metrics.update(probe(trained, data, split, mu, cfg))
     metrics["wall_time_s"] = time.perf_counter() - started
 
-    path = out / f"metrics_{cfg.split}.json"
+    path = out.path(f"metrics_{cfg.split}.json")
     write_json(path, metrics)
     if cfg.log_to_run and (tb := run_tensorboard(trained)):
         scalars = [

@@ -8,10 +8,14 @@ interrupted: it reports what has finished), prints the table, and writes into `<
     by_beta.png        final test loss, -ELBO, reconstruction, KL, active units (and MIG) against β,
                        one line per latent_dim
     by_latent_dim.png  the same against latent_dim, one line per β
+    by_<key>.png       the same against any other swept numeric key (by_train_lr.png for
+                       `train.lr=1e-4,1e-3,1e-2`; a log axis when the values span 10x or more);
+                       by_job.png when no numeric key varies
     tradeoff.png       reconstruction against MIG, one point per job (data with ground-truth factors)
     samples.png        prior samples decoded by each job's best checkpoint, one panel per job
 
-A plain command (argparse), not a Hydra one: its only input is the folder.
+Not a Hydra command (its only input is the folder), but its settings are key=value like every other
+command's: `vae report <folder> out=<folder> samples=16 seed=0 device=cpu`.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any
 
 import torch
 
-from vae_cli.errors import DataError, exit_on_user_error
+from vae_cli.errors import ConfigError, DataError, exit_on_user_error
 from vae_cli.sweep.summary import collect, find_jobs, param_columns, summary_table, write_summary
 
 log = logging.getLogger("vae")
@@ -41,28 +45,87 @@ PANELS = {
 }
 
 
+#: vae report's keys, given as key=value like every other command's: key -> (default, meaning)
+REPORT_KEYS: dict[str, tuple[Any, str]] = {
+    "out": (None, "the folder for the plots; null: <sweep folder>/report"),
+    "samples": (16, "prior samples per job in samples.png (0: none)"),
+    "seed": (0, "seed of the prior samples (the same codes for every job)"),
+    "device": ("cpu", "device to decode the samples on (cpu, cuda, mps)"),
+}
+REPORT_USAGE = "usage: vae report <sweep folder> [out=<folder>] [samples=16] [seed=0] [device=cpu]"
+
+
+def report_help() -> str:
+    lines = [
+        REPORT_USAGE,
+        "",
+        "Rebuild a sweep's summary.csv from its job folders, print the table and draw plots (PNG) of the",
+        "final losses against each swept key, and a grid of each job's samples.",
+        "",
+        "  <sweep folder>  a sweep folder, e.g. outputs/train/multirun/<date>/<time>",
+    ]
+    lines += [
+        f"  {k + '=':<15} {meaning} (default: {default})" for k, (default, meaning) in REPORT_KEYS.items()
+    ]
+    return "\n".join(lines)
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="vae report",
-        description="Rebuild a sweep's summary.csv from its job folders, print the table and draw plots "
-        "(PNG) of the final losses against beta and latent_dim, and a grid of each job's samples.",
+    """`<sweep folder> [key=value ...]`; a wrong key or an option spelt --key is one ConfigError that
+    names the right spelling."""
+    import difflib
+    import re
+
+    folder: str | None = None
+    values: dict[str, str] = {}
+    for arg in argv:
+        name = arg.lstrip("-").split("=", 1)[0]
+        if arg.startswith("-"):
+            right = f"{name}=<value>" if name in REPORT_KEYS else "key=value"
+            raise ConfigError(f"vae report takes {right}, not {arg}: {REPORT_USAGE} (vae report --help)")
+        if re.fullmatch(r"[A-Za-z_][\w.]*=.*", arg, re.DOTALL):
+            if name not in REPORT_KEYS:
+                close = difflib.get_close_matches(name, REPORT_KEYS, n=1)
+                hint = f"; did you mean {close[0]}=?" if close else ""
+                keys = ", ".join(f"{k}=" for k in REPORT_KEYS)
+                raise ConfigError(
+                    f"{name} is not a key of vae report{hint} (its keys: {keys}; vae report --help)"
+                )
+            values[name] = arg.split("=", 1)[1]
+        elif folder is None:
+            folder = arg
+        else:
+            raise ConfigError(f"vae report takes one sweep folder, not {folder} and {arg}: {REPORT_USAGE}")
+    if folder is None:
+        raise ConfigError(f"vae report needs a sweep folder: {REPORT_USAGE}")
+
+    def number(key: str, minimum: int | None = None) -> int:
+        text = values.get(key)
+        if text is None:
+            return int(REPORT_KEYS[key][0])
+        try:
+            value = int(text)
+        except ValueError:
+            raise ConfigError(f"{key}={text} is invalid: must be a whole number") from None
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{key}={text} is invalid: must be >= {minimum}")
+        return value
+
+    out = values.get("out")
+    return argparse.Namespace(
+        folder=Path(folder).expanduser(),
+        out=Path(out).expanduser() if out not in (None, "", "null") else None,
+        samples=number("samples", 0),
+        seed=number("seed", 0),
+        device=values.get("device", REPORT_KEYS["device"][0]).lower() or "cpu",
     )
-    parser.add_argument("folder", type=Path, help="a sweep folder, e.g. outputs/train/multirun/<date>/<time>")
-    parser.add_argument(
-        "--out", type=Path, default=None, help="where to write the plots (default: <folder>/report)"
-    )
-    parser.add_argument(
-        "--samples", type=int, default=16, help="prior samples per job in samples.png (0: none)"
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the prior samples (the same codes for every job)"
-    )
-    parser.add_argument("--device", default="cpu", help="device to decode samples on (default: cpu)")
-    return parser.parse_args(list(argv))
 
 
 def main(argv: Sequence[str]) -> None:
-    args = parse_args(argv)
+    if any(a in ("-h", "--help") for a in argv):
+        print(report_help())
+        return
+    args = exit_on_user_error(lambda: parse_args(argv))
     exit_on_user_error(lambda: report(args.folder, args.out, args.samples, args.seed, args.device))
 
 
@@ -136,17 +199,42 @@ def _values(rows: list[dict[str, Any]], key: str) -> list[Any]:
     return sorted({r[key] for r in rows if _is_number(r.get(key))})
 
 
+def swept_axes(rows: list[dict[str, Any]]) -> list[str]:
+    """The numeric keys the sweep varies, each an x-axis: beta, latent_dim and any other swept key whose
+    values are all numbers (train.lr, train.batch_size, dataset.size, ...), in the summary's order."""
+    axes = []
+    for key in param_columns(rows):
+        values = [r.get(key) for r in rows if r.get(key) not in ("", None)]
+        if len(_values(rows, key)) > 1 and all(_is_number(v) for v in values):
+            axes.append(key)
+    return axes
+
+
+def _group_for(x: str, rows: list[dict[str, Any]], axes: list[str]) -> str:
+    """One line per value of this key in the plots against x: another swept numeric key, else another
+    swept key of any kind (model=conv,mlp), else none."""
+    others = [k for k in axes if k != x]
+    if others:
+        return others[0]
+    varied = [k for k in param_columns(rows) if k != x and len({str(r.get(k)) for r in rows}) > 1]
+    return varied[0] if varied else ""
+
+
+def _file_key(x: str) -> str:
+    return x.replace(".", "_").replace("/", "_")
+
+
 def draw_metric_plots(rows: list[dict[str, Any]], out: Path) -> dict[str, Path]:
-    """The metrics against beta (a line per latent_dim) and against latent_dim (a line per beta); against
-    the job number when neither varies. Plus reconstruction against MIG when the jobs have a MIG."""
+    """The metrics against each swept numeric key (by_beta.png, by_latent_dim.png, by_train_lr.png, ...),
+    one line per value of another swept key; against the job number when no numeric key varies. Plus
+    reconstruction against MIG when the jobs have a MIG."""
     written = {}
     panels = {k: v for k, v in PANELS.items() if any(_is_number(r.get(k)) for r in rows)}
-    axes_pairs = [("beta", "latent_dim"), ("latent_dim", "beta")]
-    varied = [(x, g) for x, g in axes_pairs if len(_values(rows, x)) > 1]
-    for x, group in varied or [("job", "")]:
-        path = out / f"by_{x}.png"
-        draw_against(rows, x, group, panels, path)
-        written[f"by_{x}"] = path
+    axes = swept_axes(rows)
+    for x in axes or ["job"]:
+        path = out / f"by_{_file_key(x)}.png"
+        draw_against(rows, x, _group_for(x, rows, axes) if axes else "", panels, path)
+        written[f"by_{_file_key(x)}"] = path
     if "mig" in panels and "test_recon" in panels:
         path = out / "tradeoff.png"
         draw_tradeoff(rows, path)
@@ -154,37 +242,64 @@ def draw_metric_plots(rows: list[dict[str, Any]], out: Path) -> dict[str, Path]:
     return written
 
 
+def log_axis(x: str, values: list[float]) -> bool:
+    """A log x-axis for positive values spanning 10x or more (a learning rate, say), and for β swept
+    over more than two values (its usual doubling steps)."""
+    if not values or min(values) <= 0:
+        return False
+    return max(values) / min(values) >= 10 or (x == "beta" and len(values) > 2)
+
+
+def _axis_name(x: str) -> str:
+    return "β" if x == "beta" else x
+
+
 def draw_against(rows: list[dict[str, Any]], x: str, group: str, panels: dict[str, str], path: Path) -> None:
     plt = _pyplot()
     ncols = min(3, len(panels))
     nrows = math.ceil(len(panels) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
-    groups = _values(rows, group) if group else [None]
-    log_x = x == "beta" and len(_values(rows, x)) > 2 and min(_values(rows, x)) > 0
+    numeric_group = bool(group) and all(
+        _is_number(r.get(group)) for r in rows if r.get(group) not in ("", None)
+    )
+    if not group:
+        groups: list[Any] = [None]
+    elif numeric_group:
+        groups = _values(rows, group)
+    else:
+        groups = sorted({str(r.get(group)) for r in rows})
+    xs_all = _values(rows, x)
+    log_x = log_axis(x, xs_all)
     for ax, (key, label) in zip(axes.flat, panels.items(), strict=False):
         for g in groups:
             points = sorted(
                 (r[x], r[key])
                 for r in rows
-                if (g is None or r.get(group) == g) and _is_number(r.get(x)) and _is_number(r.get(key))
+                if (g is None or (r.get(group) if numeric_group else str(r.get(group))) == g)
+                and _is_number(r.get(x))
+                and _is_number(r.get(key))
             )
             if points:
                 xs, ys = zip(*points, strict=True)
-                ax.plot(xs, ys, marker="o", label=f"{group}={g:g}" if g is not None else None)
-        ax.set_xlabel("β" if x == "beta" else x)
+                name = (
+                    None if g is None else f"{_axis_name(group)}={g:g}" if numeric_group else f"{group}={g}"
+                )
+                ax.plot(xs, ys, marker="o", label=name)
+        ax.set_xlabel(_axis_name(x) + (" (log scale)" if log_x else ""))
         ax.set_title(label)
         ax.grid(alpha=0.3)
         if log_x:
-            ax.set_xscale("log", base=2)
-            ax.set_xticks(_values(rows, x), [f"{v:g}" for v in _values(rows, x)])
-        elif x in ("latent_dim", "job"):
-            ax.set_xticks(_values(rows, x))
+            ax.set_xscale("log", base=2 if x == "beta" and max(xs_all) / min(xs_all) < 10 else 10)
+            if len(xs_all) <= 8:
+                ax.set_xticks(xs_all, [f"{v:g}" for v in xs_all])
+                ax.minorticks_off()
+        elif len(xs_all) <= 12 and all(float(v).is_integer() for v in xs_all):
+            ax.set_xticks(xs_all)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     if group and len(groups) > 1:
         axes.flat[0].legend(fontsize="small")
-    against = "β" if x == "beta" else x
-    fig.suptitle(f"final metrics against {against} (test split, best checkpoint; nats per example)")
+    fig.suptitle(f"final metrics against {_axis_name(x)} (test split, best checkpoint; nats per example)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -1,9 +1,12 @@
-"""`vae sample`: images from a trained model, as a PNG grid (and optionally the raw tensor).
+"""`vae sample`: images from a trained model, as a PNG grid (and optionally the raw tensor); for a model
+of vectors (tabular data), a CSV and a .npy of them in the data's units instead (vae_cli/tabular.py).
 
 mean         prior codes z ~ N(0, temperature^2 I), shown as the likelihood's mean E[x|z]
 draw         the same codes, then pixels drawn from p(x|z)
-traverse     one row per latent dimension (highest average KL first): that dimension swept over
-             `range` in `steps` columns, the others held at the base code (zero, or an encoded image)
+traverse     one row per active latent dimension (highest average KL first; show_inactive=true adds
+             the inactive ones): that dimension swept over `range` in `steps` columns, the others held
+             at the base code (zero, or an encoded image); labelled with each row's dimension and KL and
+             each column's z
 interpolate  `pairs` rows, each from one encoded image's mu to another's (linear or slerp)
 """
 
@@ -15,7 +18,6 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig
-from torchvision.utils import save_image
 
 from vae_cli.api import Trained
 from vae_cli.commands.common import first_images, load_data, open_run, pick_split, run_tensorboard
@@ -24,8 +26,11 @@ from vae_cli.console import console
 from vae_cli.data import prepare_batch
 from vae_cli.errors import DataError
 from vae_cli.io import write_json
+from vae_cli.metrics import ACTIVE_THRESHOLD, latent_variances
 from vae_cli.models import VAE
 from vae_cli.models.vae import gaussian_kl
+from vae_cli.pictures import grid_picture, labelled_picture, save_picture
+from vae_cli.tabular import feature_names, in_data_units, is_vectors, write_vectors
 
 log = logging.getLogger("vae")
 
@@ -40,6 +45,8 @@ def sample(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     model = trained.model
     generator = trained.generator(cfg.seed)
     info: dict[str, Any] = {"checkpoint": str(trained.path), "mode": cfg.mode, "seed": cfg.seed}
+    labels: dict[str, Any] = {}  # the traversal's words on its picture
+    columns: dict[str, list] = {}  # vectors: the CSV's columns before the features (dim and z, ...)
 
     if cfg.mode in ("mean", "draw"):
         name, nrow = "samples", cfg.nrow
@@ -47,38 +54,106 @@ def sample(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     elif cfg.mode == "traverse":
         name, nrow = "traverse", cfg.steps
         x = encoded_inputs(trained, cfg, KL_EXAMPLES, generator)
-        mu, logvar = model.encode(x)
+        with torch.no_grad():
+            mu, logvar = model.encode(x)
         kl = gaussian_kl(mu, logvar).mean(0)
-        dims = kl.argsort(descending=True)[: cfg.dims or None]
+        dims, hidden = traversal_dims(kl, latent_variances(mu), cfg.dims, cfg.show_inactive)
         base = mu[0] if cfg.base == "image" else torch.zeros_like(mu[0])
-        images = traversal(model, base, dims, torch.linspace(*cfg.range, cfg.steps, device=trained.device))
+        values = torch.linspace(*cfg.range, cfg.steps, device=trained.device)
+        images = traversal(model, base, dims, values)
         info["rows"] = [{"dim": int(d), "kl": float(kl[d])} for d in dims]
+        info["columns"] = [float(v) for v in values]
+        info["hidden_inactive"] = hidden
+        labels = traversal_labels(info, cfg, len(kl))
+        columns = {
+            "dim": [int(d) for d in dims for _ in values],
+            "z": [f"{float(v):.6g}" for _ in dims for v in values],
+        }
         log.info("rows: latent dimensions %s (average KL %s nats)", dims.tolist(), _nats(kl[dims]))
+        if hidden:
+            log.info("%s (show_inactive=true shows them)", _hidden_text(hidden))
     else:
         name, nrow = "interpolate", cfg.steps
         x = encoded_inputs(trained, cfg, 2 * cfg.pairs, generator)
         if len(x) < 2:
             raise DataError(f"mode=interpolate needs at least 2 images; the {cfg.split} split has {len(x)}")
-        mu = model.encode(x)[0]
+        with torch.no_grad():
+            mu = model.encode(x)[0]
         pairs = len(mu) // 2
         images = interpolation(model, mu[0 : 2 * pairs : 2], mu[1 : 2 * pairs : 2], cfg.steps, cfg.method)
+        columns = {
+            "pair": [p for p in range(pairs) for _ in range(cfg.steps)],
+            "t": [f"{t:.6g}" for _ in range(pairs) for t in torch.linspace(0, 1, cfg.steps).tolist()],
+        }
 
     images = images.float().cpu()
-    written = [out / f"{name}.png"]
-    save_image(images.clamp(0, 1), written[0], nrow=nrow, padding=2, pad_value=0.5)
+    vectors = is_vectors(model.image_shape)
+    if vectors:  # tabular data: numbers in the data's units, not a picture of one-pixel rows
+        names = feature_names(trained, images.shape[-1], cfg.data_dir)
+        written = write_vectors(
+            out.path(f"{name}.csv"), out.path(f"{name}.npy"), in_data_units(trained, images), names, columns
+        )
+    else:
+        written = [out.path(f"{name}.png")]
+        if labels:
+            picture = labelled_picture(images, nrow, cfg.scale, **labels)
+        else:
+            picture = grid_picture(images, nrow, cfg.scale)
+        save_picture(picture, written[0])
     if cfg.save_tensor:  # as decoded, unclamped (a Gaussian's means may leave [0, 1])
-        written.append(out / f"{name}.pt")
+        written.append(out.path(f"{name}.pt"))
         torch.save(images, written[-1])
     if cfg.mode == "traverse":
-        written.append(out / "traverse.json")
+        written.append(out.path("traverse.json"))
         write_json(written[-1], info)
-    if cfg.log_to_run and (tb := run_tensorboard(trained)):
+    if cfg.log_to_run and vectors:
+        log.info("log_to_run=true: vectors are not logged as TensorBoard images")
+    elif cfg.log_to_run and (tb := run_tensorboard(trained)):
         tb.image_grid(f"sample/{cfg.mode}", images, trained.step, nrow=nrow)
         tb.close()
         log.info("logged sample/%s to %s", cfg.mode, trained.run_dir / "tensorboard")
     for path in written:
         console.print(f"wrote [bold]{path}[/bold]")
     return {**info, "files": [str(p) for p in written]}
+
+
+def traversal_dims(
+    kl: torch.Tensor, variances: torch.Tensor, limit: int, show_inactive: bool
+) -> tuple[torch.Tensor, list[int]]:
+    """(the dimensions a traversal shows, highest average KL first; the inactive ones it hides).
+
+    A dimension is inactive when its posterior mean hardly moves with x (Var_x(mu) <= ACTIVE_THRESHOLD,
+    as active units are counted): setting it changes nothing, so its row would be a row of one image.
+    When no dimension is active, every one is shown."""
+    order = kl.argsort(descending=True)
+    active = variances.to(order.device)[order] > ACTIVE_THRESHOLD
+    hidden: list[int] = []
+    if not show_inactive:
+        if active.any():
+            hidden = order[~active].tolist()
+            order = order[active]
+        else:
+            log.warning("no latent dimension is active (Var_x(mu) <= %g): showing them all", ACTIVE_THRESHOLD)
+    return order[: limit or None], hidden
+
+
+def traversal_labels(info: dict[str, Any], cfg: DictConfig, latent_dim: int) -> dict[str, Any]:
+    """What the traversal picture says: rows are dimensions (with their KL), columns the z values."""
+    base = "a zero code" if cfg.base == "zero" else f"the first {cfg.split} image's code"
+    title = [f"traversal from {base}: row = latent dimension (average KL, nats), column = its value z"]
+    shown = f"{len(info['rows'])} of {latent_dim} dimensions shown"
+    if info["hidden_inactive"]:
+        shown += f"; {_hidden_text(info['hidden_inactive'])} (show_inactive=true shows them)"
+    title.append(shown)
+    return {
+        "title": title,
+        "row_labels": [f"z{r['dim']}  KL {r['kl']:.2f}" for r in info["rows"]],
+        "col_labels": [f"{v:.3g}" for v in info["columns"]],
+    }
+
+
+def _hidden_text(hidden: list[int]) -> str:
+    return f"{len(hidden)} inactive dimension(s) hidden (Var_x(mu) <= {ACTIVE_THRESHOLD:g})"
 
 
 @torch.no_grad()

@@ -33,14 +33,15 @@ from vae_cli.api import Trained
 from vae_cli.commands.common import load_data, open_run, pick_split, run_tensorboard
 from vae_cli.config import SPLITS, validate_score_config
 from vae_cli.console import console, fmt
-from vae_cli.data import ImageSplit, prepare_batch
-from vae_cli.data.base import Split, class_indices
+from vae_cli.data import ImageSplit
+from vae_cli.data.base import Split, class_indices, known_classes
 from vae_cli.data.readers import IMAGE_EXTENSIONS, TENSOR_EXTENSIONS, read_images, read_tensor_file
 from vae_cli.data.tensor import in_unit_range, standardize
 from vae_cli.errors import ConfigError, DataError
 from vae_cli.estimators import estimate_split
 from vae_cli.io import write_json
 from vae_cli.metrics import average_precision, roc_auc
+from vae_cli.pictures import labelled_picture, save_picture, shown_and_input, stack_pictures
 
 log = logging.getLogger("vae")
 
@@ -56,6 +57,7 @@ class Inputs:
     from_file: bool = False  # a tensor file: its 0/1 labels mark anomalies
     left_out: list[int] = field(default_factory=list)  # classes training never saw (dataset.exclude_classes)
     unit_range: bool = True
+    classes: list[int] | None = None  # the label numbers there are (a split: the dataset's), else the input's
 
     @property
     def names(self) -> list[str]:
@@ -70,24 +72,21 @@ def score(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     trained, out = open_run(cfg, run_dir, validate_score_config)
     device = trained.device
     inputs = load_inputs(trained, cfg)
+    anomalous, truth = ground_truth(cfg, inputs)  # before the long pass: a wrong class stops here
     n = len(inputs.split)
     kind = f"-IWAE_{cfg.iwae_k}" if cfg.iwae_k else "-ELBO"
     log.info("scoring %d examples of %s by %s with %s on %s", n, inputs.source, kind, trained.path, device)
 
     per_example = score_split(trained, inputs.split, inputs.binarize, cfg)
     order = torch.sort(per_example["score"], descending=True, stable=True).indices
-    anomalous, truth = ground_truth(cfg, inputs)
 
-    csv_path = out / "scores.csv"
+    csv_path = out.path("scores.csv")
     write_csv(csv_path, order, per_example, inputs, anomalous)
     written = [csv_path]
-    grid = extremes_grid(trained, inputs, order, cfg.n, device)
-    if grid is not None:
-        from torchvision.utils import save_image
-
-        grid_path = out / "extremes.png"
-        images, ncol = grid
-        save_image(images, grid_path, nrow=ncol, padding=2, pad_value=0.5)
+    picture = extremes_picture(trained, inputs, order, per_example["score"], cfg, kind)
+    if picture is not None:
+        grid_path = out.path("extremes.png")
+        save_picture(picture, grid_path)
         written.append(grid_path)
 
     result: dict[str, Any] = {
@@ -104,7 +103,7 @@ def score(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     }
     if anomalous is not None:
         result.update(ranking_metrics(per_example, anomalous))
-    metrics_path = out / "score_metrics.json"
+    metrics_path = out.path("score_metrics.json")
     write_json(metrics_path, result)
     written.append(metrics_path)
 
@@ -171,6 +170,7 @@ def split_inputs(trained: Trained, cfg: DictConfig) -> Inputs:
         from_file=data.name == "tensor",
         left_out=left_out,
         unit_range=data.unit_range,
+        classes=known_classes([data.train.labels, data.val.labels, data.test.labels], data.label_names),
     )
 
 
@@ -265,9 +265,19 @@ def ground_truth(cfg: DictConfig, inputs: Inputs) -> tuple[torch.Tensor | None, 
                 f"{key}={value} needs labelled input; {inputs.source} has no labels (sub-folders of an "
                 f"image folder, a label column, or a labelled training dataset)"
             )
-        classes = class_indices(_as_list(value), inputs.label_names, key)
+        known = inputs.classes if inputs.classes is not None else known_classes([labels], inputs.label_names)
+        classes = class_indices(_as_list(value), inputs.label_names, key, known)
         listed = torch.isin(labels, torch.tensor(classes, dtype=labels.dtype))
-        described = ", ".join(map(str, _as_list(value)))
+        described = ", ".join(_label_text(c, inputs.label_names) for c in classes)
+        if not listed.any() or listed.all():
+            present = ", ".join(_label_text(c, inputs.label_names) for c in labels.unique().tolist())
+            anomalies = bool(listed.all()) == anomalies_listed
+            raise ConfigError(
+                f"{key}={described}: {'every' if listed.all() else 'no'} example of {inputs.source} has "
+                f"{'one of those labels' if len(classes) > 1 else 'that label'} (its labels: {present}), so "
+                f"every input would be {'anomalous' if anomalies else 'normal'} and there is nothing to rank "
+                f"against: list the labels that occur"
+            )
         return (listed, f"anomalies: {described}") if anomalies_listed else (~listed, f"normal: {described}")
     if labels is None:
         return None, ""
@@ -333,10 +343,18 @@ def write_csv(
 
 @torch.no_grad()
 def extremes_grid(
-    trained: Trained, inputs: Inputs, order: torch.Tensor, n: int, device: torch.device
+    trained: Trained,
+    inputs: Inputs,
+    order: torch.Tensor,
+    n: int,
+    device: torch.device,
+    seed: int = 0,
 ) -> tuple[torch.Tensor, int] | None:
     """The n most anomalous inputs above their reconstructions, then the n least anomalous above theirs;
-    None for data that are not images in [0, 1]."""
+    None for data that are not images in [0, 1].
+
+    The inputs are shown as they are (grey, never binarised); the reconstructions are of what the model
+    scored: binarised (drawn with `seed`) when it was trained on binarised data."""
     c, h, _ = trained.model.image_shape
     if c not in (1, 3) or h == 1 or not inputs.unit_range:
         log.info("no grid of examples: the inputs are not images in [0, 1]")
@@ -344,11 +362,52 @@ def extremes_grid(
     n = min(n, len(order))
     picked = torch.cat([order[:n], order.flip(0)[:n]]).tolist()
     images = inputs.split.take(picked)
-    x = prepare_batch(images.to(device), "none")  # shown before any binarisation
-    recon = trained.model.reconstruct(x)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    x, model_input = shown_and_input(images.to(device), inputs.binarize, generator)
+    recon = trained.model.reconstruct(model_input)
     x, recon = x.float().clamp(0, 1).cpu(), recon.float().clamp(0, 1).cpu()
     rows = [x[:n], recon[:n], x[n:], recon[n:]]
     return torch.cat(rows), n
+
+
+def extremes_picture(
+    trained: Trained,
+    inputs: Inputs,
+    order: torch.Tensor,
+    scores: torch.Tensor,
+    cfg: DictConfig,
+    kind: str,
+) -> Any:
+    """extremes.png: two labelled halves, "most anomalous" (highest score first) and "least anomalous"
+    (lowest first), each a row of inputs with their scores and rank above the row of their
+    reconstructions; None when the inputs are not images."""
+    grid = extremes_grid(trained, inputs, order, cfg.n, trained.device, cfg.seed)
+    if grid is None:
+        return None
+    images, n = grid
+    top, bottom = order[:n].tolist(), order.flip(0)[:n].tolist()
+    total = len(order)
+    halves = []
+    for half, (title, picked, ranks) in enumerate(
+        [
+            ("most anomalous", top, range(1, n + 1)),
+            ("least anomalous", bottom, range(total, total - n, -1)),
+        ]
+    ):
+        cells = images[2 * n * half : 2 * n * (half + 1)]
+        captions = [f"#{r} {float(scores[i]):.1f}" for r, i in zip(ranks, picked, strict=True)] + [None] * n
+        halves.append(
+            labelled_picture(
+                cells,
+                n,
+                cfg.scale,
+                title=[f"{title} of {total} (score {kind}, nats: rank and score above each input)"]
+                + ([f"from {inputs.source}"] if half == 0 else []),
+                row_labels=["input", "reconstruction"],
+                captions=captions,
+            )
+        )
+    return stack_pictures(halves)
 
 
 def top_table(

@@ -56,9 +56,18 @@ def register_configs() -> None:
             cs.store(group=group, name=name, node=schema)
     for schema, name in COMMAND_SCHEMAS.values():
         cs.store(name=name, node=schema)
-    # `hydra.run.dir: ${vae_or:${out},'outputs/...'}`: the run folder is `out` when it is given.
+    # `hydra.run.dir: ${vae_or:${out},'outputs/...'}`: the run folder is `out` when it names a folder;
+    # when it names a file (out=samples.png) or a folder inside another run (out=<run>/samples), Hydra's
+    # log and .hydra/ go to the default folder.
     if not OmegaConf.has_resolver("vae_or"):
-        OmegaConf.register_new_resolver("vae_or", lambda value, default: default if value is None else value)
+        OmegaConf.register_new_resolver("vae_or", run_folder)
+
+
+def run_folder(out: str | None, default: str) -> str:
+    """The Hydra run folder of a checkpoint command: `out` when it is one (vae_cli.paths), else `default`."""
+    from vae_cli.paths import out_is_run_folder
+
+    return out if out_is_run_folder(out) else default
 
 
 __all__ = [

@@ -9,12 +9,20 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig
 
+from vae_cli.config.data import seed_key
 from vae_cli.config.fields import check_node, key
 from vae_cli.config.train import device_key, validate_denoise
 from vae_cli.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
 AUTO_CHUNK = "must be >= 1, or null for automatic"
+#: importance samples (or ELBO draws) per example: Burda et al. (2015) report log-likelihoods with
+#: k=5000, where the bound has all but stopped tightening; 20 times that is the most that can help, and
+#: already means 10^9 decodes for a 10,000-image test split (hours on a CPU)
+DRAWS_MAX = 100_000
+#: prior samples in one `vae sample`: a million 28x28 images are 3 GiB of float32 (64x64: 16 GiB), the
+#: most a workstation holds, and far more than any grid shows
+SAMPLES_MAX = 1_000_000
 
 
 def _is_labels(value: Any) -> bool:
@@ -23,6 +31,17 @@ def _is_labels(value: Any) -> bool:
 
 
 LABELS = (_is_labels, "must be a label or a list of labels, e.g. 9 or [7,9] or cats")
+
+
+def scale_key(what: str = "the grid's") -> int | None:
+    return key(
+        None,
+        f"{what} cells upscaled by this whole factor (nearest neighbour); null: to at least 64 px, "
+        "1: the native size",
+        min=1,
+        lt=65,
+        rule="must be in [1, 64], or null for at least 64 px cells",
+    )
 
 
 @dataclass
@@ -35,7 +54,7 @@ class FromCheckpointConfig:
     out: str | None = key(
         None, "the output folder (outputs, log, .hydra/); null: a fresh folder under outputs/"
     )
-    seed: int = key(0, "seeds the draws (and the binarisation draw of binarised data)")
+    seed: int = seed_key(0, "seeds the draws (and the binarisation draw of binarised data)")
     device: str = device_key()
     log_to_run: bool = key(False, "also log to the training run's TensorBoard (its tensorboard/ folder)")
     data_dir: str | None = key(None, "where the training dataset is; null: the checkpoint's")
@@ -49,10 +68,17 @@ class SampleAppConfig(FromCheckpointConfig):
         "mean: prior samples shown as E[x|z] | draw: x ~ p(x|z) | traverse | interpolate",
         choices=("mean", "draw", "traverse", "interpolate"),
     )
-    n: int = key(64, "mean/draw: the number of prior samples", min=1)
+    n: int = key(
+        64,
+        "mean/draw: the number of prior samples",
+        min=1,
+        lt=SAMPLES_MAX + 1,
+        rule=f"must be in [1, {SAMPLES_MAX}]",
+    )
     nrow: int = key(8, "mean/draw: images per row", min=1)
     temperature: float = key(1.0, "mean/draw: z ~ N(0, temperature^2 I)", gt=0)
     save_tensor: bool = key(False, "also write the images as a tensor (<name>.pt)")
+    scale: int | None = scale_key()
     range: list[float] = key(
         [-3.0, 3.0],
         "traverse: the values each latent dimension sweeps, [low,high]",
@@ -73,6 +99,11 @@ class SampleAppConfig(FromCheckpointConfig):
         min=0,
         rule="must be >= 0 (0 shows every dimension)",
     )
+    show_inactive: bool = key(
+        False,
+        "traverse: also show inactive dimensions (Var_x(mu) <= 0.01, as evaluate counts active units), "
+        "which change nothing; false hides them and says how many",
+    )
     pairs: int = key(8, "interpolate: rows, each between two encoded images", min=1)
     method: str = key(
         "linear", "interpolate: along straight lines, or great circles (slerp)", choices=("linear", "slerp")
@@ -86,6 +117,7 @@ class ReconstructAppConfig(FromCheckpointConfig):
     split: str = key("test", "the split whose images are reconstructed", choices=SPLITS)
     n: int = key(32, "images from the split", min=1)
     nrow: int = key(8, "images per row", min=1)
+    scale: int | None = scale_key()
     input: str | None = key(None, "an image file or a folder of images to reconstruct instead of the split")
     noise_level: float = key(
         0.0, "corrupt the inputs first (0: clean), to see a denoising VAE clean them", min=0
@@ -99,11 +131,15 @@ class ReconstructAppConfig(FromCheckpointConfig):
 
 @dataclass
 class EvaluateAppConfig(FromCheckpointConfig):
-    seed: int = key(0, "seeds the importance samples and the binarisation draw")
+    seed: int = seed_key(0, "seeds the importance samples and the binarisation draw")
     log_to_run: bool = key(False, "also log the metrics to the training run's TensorBoard")
     split: str = key("test", "the split evaluated", choices=SPLITS)
     iwae_k: int = key(
-        1000, "importance samples per example for the bound on log p(x) (Burda et al. 2015)", min=1
+        1000,
+        "importance samples per example for the bound on log p(x) (Burda et al. 2015)",
+        min=1,
+        lt=DRAWS_MAX + 1,
+        rule=f"must be in [1, {DRAWS_MAX}] (Burda et al. use 5000)",
     )
     batch_size: int = key(256, "images encoded at a time", min=1)
     chunk: int | None = key(
@@ -124,7 +160,7 @@ class EvaluateAppConfig(FromCheckpointConfig):
 
 @dataclass
 class ScoreAppConfig(FromCheckpointConfig):
-    seed: int = key(0, "seeds the draws z ~ q(z|x) and the binarisation draw")
+    seed: int = seed_key(0, "seeds the draws z ~ q(z|x) and the binarisation draw")
     log_to_run: bool = key(
         False, "also log ROC AUC, average precision and the mean score to the training run's TensorBoard"
     )
@@ -141,9 +177,16 @@ class ScoreAppConfig(FromCheckpointConfig):
         0,
         "0: score = -ELBO | k > 0: score = -IWAE_k, the tighter estimate of -log p(x)",
         min=0,
-        rule="must be >= 0 (0 scores by -ELBO)",
+        lt=DRAWS_MAX + 1,
+        rule=f"must be in [0, {DRAWS_MAX}] (0 scores by -ELBO; Burda et al. use 5000)",
     )
-    elbo_samples: int = key(16, "iwae_k=0: draws z ~ q(z|x) averaged in the reconstruction term", min=1)
+    elbo_samples: int = key(
+        16,
+        "iwae_k=0: draws z ~ q(z|x) averaged in the reconstruction term",
+        min=1,
+        lt=DRAWS_MAX + 1,
+        rule=f"must be in [1, {DRAWS_MAX}]",
+    )
     batch_size: int = key(256, "examples encoded at a time", min=1)
     chunk: int | None = key(
         None, "importance samples decoded at a time; null: automatic", min=1, rule=AUTO_CHUNK
@@ -152,6 +195,7 @@ class ScoreAppConfig(FromCheckpointConfig):
     n: int = key(
         8, "extremes.png: the n most anomalous examples above their reconstructions, then the n least", min=1
     )
+    scale: int | None = scale_key("extremes.png's")
     normal_class: Any = key(
         None, "a label or a list of labels that are normal: every other label is an anomaly", check=LABELS
     )

@@ -13,6 +13,9 @@ from vae_cli.config.fields import GroupBase, key, option
 
 NAMES = ("elbo", "iwae")
 NAME = "the training objective, chosen with objective=<name>"
+#: Each training step decodes k x train.batch_size images: Burda et al. (2015) train with k up to 50;
+#: 10000 (x 128 images = 1.28 M decodes a step) is far past where a larger k still helps
+K_MAX = 10000
 
 
 @dataclass
@@ -39,4 +42,10 @@ class IwaeConfig(ObjectiveConfig):
     ELBO; k=1 is the ELBO."""
 
     name: str = key("iwae", NAME, choices=NAMES, ignore_case=True)
-    k: int = key(5, "importance samples per example", min=1)
+    k: int = key(
+        5,
+        "importance samples per example",
+        min=1,
+        lt=K_MAX + 1,
+        rule=f"must be in [1, {K_MAX}]",
+    )

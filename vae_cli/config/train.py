@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING, DictConfig
 
-from vae_cli.config.data import DatasetConfig, validate_own_data
+from vae_cli.config.data import DatasetConfig, seed_key, validate_own_data
 from vae_cli.config.fields import check, check_node, key
 from vae_cli.config.likelihoods import LossConfig
 from vae_cli.config.models import ModelConfig
@@ -98,7 +98,7 @@ class TrainAppConfig:
     objective: ObjectiveConfig = key(MISSING, "the training objective: objective=<name>")
     latent_dim: int = key(16, "dimensions of the latent code z", min=1)
     beta: float = key(1.0, "the weight of the KL term; 1 is the ELBO, > 1 a beta-VAE", min=0)
-    seed: int = key(0, "seeds the weights, the batches and the draws")
+    seed: int = seed_key(0, "seeds the weights, the batches and the draws")
     device: str = device_key()
     data_dir: str = key(
         "${oc.env:VAE_DATA_DIR,data}", "where datasets are read and downloaded to: $VAE_DATA_DIR, else data"

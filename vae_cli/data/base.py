@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,19 +130,87 @@ class DataBundle:
         return c * h * w
 
 
-def class_indices(values: list | tuple, label_names: list[str], what: str) -> list[int]:
-    """Label values from the command line (indices, or names for named labels) -> label indices."""
+def check_loss_range(data: DataBundle, loss: str) -> None:
+    """loss=bernoulli models values in [0, 1]: data outside (e.g. a tensor file of counts) is refused
+    before training, instead of a non-finite loss blamed on the learning rate later."""
+    if loss != "bernoulli" or data.unit_range:
+        return
+    splits = [s for s in (data.train, data.val, data.test) if s.in_memory and len(s)]
+    if not splits:
+        return
+    low = min(float(s.images.min()) for s in splits)
+    high = max(float(s.images.max()) for s in splits)
+    if low < 0 or high > 1:
+        raise ConfigError(
+            f"loss=bernoulli needs values in [0, 1]; the data spans [{low:.4g}, {high:.4g}]: use "
+            f"loss=gaussian (and dataset.standardize=true) or scale it"
+        )
+
+
+def class_indices(
+    values: list | tuple, label_names: list[str], what: str, known: Sequence[int] | None = None
+) -> list[int]:
+    """Label values from the command line -> label indices. A value is a label's name (exactly, else
+    ignoring case, else ignoring case and punctuation, e.g. `T-Shirt` or `tshirt` for `t-shirt`: when
+    that picks one name) or its number. The numbers allowed are `known` (the labels there are), else
+    0..len(label_names)-1 for named labels, else any; anything else is an error naming the labels."""
+    allowed = set(known) if known is not None else set(range(len(label_names))) if label_names else None
     out = []
     for value in values:
         text = str(value).strip()
-        if text in label_names:
-            out.append(label_names.index(text))
-        elif text.lstrip("-").isdigit():
-            out.append(int(text))
-        else:
-            known = f": the labels are {', '.join(label_names)}" if label_names else " (labels are numbers)"
-            raise ConfigError(f"{what}: unknown label '{text}'{known}")
+        index = _name_index(text, label_names)
+        if index is None and text.lstrip("-").isdigit():
+            index = int(text)
+            if allowed is not None and index not in allowed:
+                index = None
+        if index is None:
+            raise ConfigError(f"{what}: unknown label '{text}': {describe_labels(label_names, allowed)}")
+        out.append(index)
     return out
+
+
+def _name_index(text: str, label_names: list[str]) -> int | None:
+    """The index of the label named `text`: exactly, else by the first looser match that is unique."""
+    if text in label_names:
+        return label_names.index(text)
+    for loose in (str.casefold, lambda t: re.sub(r"[\W_]+", "", t.casefold())):
+        matches = [i for i, name in enumerate(label_names) if loose(name) == loose(text)]
+        if len(matches) == 1:
+            return matches[0]
+    return None
+
+
+def describe_labels(label_names: list[str], known: Sequence[int] | set[int] | None = None) -> str:
+    """'the labels are ...' for an error message: the names (and their numbers), else the numbers."""
+    if label_names:
+        numbers = f"0 to {len(label_names) - 1}" if len(label_names) > 1 else "0"
+        if label_names == [str(i) for i in range(len(label_names))]:
+            return f"the labels are {numbers}"
+        return f"the labels are {_listing(label_names)} (or their numbers, {numbers})"
+    if not known:
+        return "the data has no labels" if known is not None else "labels are numbers"
+    numbers = sorted(known)
+    if numbers == list(range(numbers[0], numbers[-1] + 1)) and len(numbers) > 3:
+        return f"the labels are {numbers[0]} to {numbers[-1]}"
+    return f"the labels are {_listing([str(n) for n in numbers])}"
+
+
+def _listing(items: list[str], most: int = 40) -> str:
+    """`a, b, c`; past `most` items, the first ones and how many there are."""
+    if len(items) <= most:
+        return ", ".join(items)
+    return f"{', '.join(items[: most - 1])}, ... ({len(items)} in all)"
+
+
+def known_classes(labels: Sequence[torch.Tensor | None], label_names: list[str]) -> list[int] | None:
+    """The label numbers there are: every named label, else those that occur in `labels`; None without
+    labels."""
+    if label_names:
+        return list(range(len(label_names)))
+    present = [t for t in labels if t is not None]
+    if not present:
+        return None
+    return sorted(torch.cat([t.flatten() for t in present]).unique().tolist())
 
 
 def split_sizes(n: int, cfg: DatasetConfig) -> tuple[int, int]:
@@ -172,24 +241,36 @@ def fraction_split(
     return train, val, test
 
 
-def excluded_mask(labels: torch.Tensor | None, cfg: DatasetConfig, label_names: list[str]) -> torch.Tensor:
-    """True for the examples whose label is in dataset.exclude_classes."""
+def excluded_mask(
+    labels: torch.Tensor | None,
+    cfg: DatasetConfig,
+    label_names: list[str],
+    known_labels: list[torch.Tensor | None] | None = None,
+) -> torch.Tensor:
+    """True for the examples whose label is in dataset.exclude_classes. A class that is not one of the
+    data's (its label names, else the labels in `labels` and `known_labels`) is an error."""
     if labels is None:
         raise ConfigError(
             f"dataset.exclude_classes={list(cfg.exclude_classes)} needs labelled data; {cfg.name} has no labels"
         )
-    classes = class_indices(list(cfg.exclude_classes), label_names, "dataset.exclude_classes")
+    known = known_classes([labels, *(known_labels or [])], label_names)
+    classes = class_indices(list(cfg.exclude_classes), label_names, "dataset.exclude_classes", known)
     absent = [c for c in classes if not (labels == c).any()]
     if absent:
         log.warning("dataset.exclude_classes: label(s) %s do not occur in the training data", absent)
     return torch.isin(labels, torch.tensor(classes, dtype=labels.dtype))
 
 
-def drop_excluded(split: ImageSplit, cfg: DatasetConfig, label_names: list[str] | None = None) -> ImageSplit:
+def drop_excluded(
+    split: ImageSplit,
+    cfg: DatasetConfig,
+    label_names: list[str] | None = None,
+    known_labels: list[torch.Tensor | None] | None = None,
+) -> ImageSplit:
     """Drop the examples of dataset.exclude_classes (applied to train and val only: test keeps them)."""
     if not cfg.exclude_classes:
         return split
-    keep = ~excluded_mask(split.labels, cfg, label_names or [])
+    keep = ~excluded_mask(split.labels, cfg, label_names or [], known_labels)
     if not keep.any():
         raise ConfigError(f"dataset.exclude_classes={list(cfg.exclude_classes)} leaves no training data")
     return split.subset(keep.nonzero().squeeze(1))
@@ -214,12 +295,17 @@ def binarize_static(split: ImageSplit, seed: int) -> ImageSplit:
 
 
 def finish_bundle(
-    name: str, cfg: DatasetConfig, train: ImageSplit, test: ImageSplit, factor_names: list[str] | None = None
+    name: str,
+    cfg: DatasetConfig,
+    train: ImageSplit,
+    test: ImageSplit,
+    factor_names: list[str] | None = None,
+    label_names: list[str] | None = None,
 ) -> DataBundle:
     """Carve validation from train with the data's fixed seed; binarise statically if asked. Classes in
     dataset.exclude_classes leave train (and so val) before the carve; test keeps every class."""
     seed = cfg.seed
-    train = drop_excluded(train, cfg)
+    train = drop_excluded(train, cfg, label_names, [test.labels])
     train, val = split_off(train, cfg.val_size, seed, "val")
     splits = [train, val, test]
     if cfg.binarize == "static":
@@ -231,11 +317,18 @@ def finish_bundle(
         shape=tuple(train.images.shape[1:]),
         binarize=cfg.binarize,
         factor_names=factor_names or [],
+        label_names=list(label_names or []),
     )
 
 
 def create_dataset(cfg: DatasetConfig, data_dir: str | Path) -> DataBundle:
-    bundle = DATASETS.get(cfg.name)(cfg, Path(data_dir).expanduser())
+    data_dir = Path(data_dir).expanduser()
+    if data_dir.is_file():
+        raise DataError(
+            f"data_dir={data_dir} is a file: point it at a folder (data_dir=<folder>, or the environment "
+            f"variable VAE_DATA_DIR)"
+        )
+    bundle = DATASETS.get(cfg.name)(cfg, data_dir)
     if cfg.exclude_classes and bundle.train.labels is None:
         raise ConfigError(f"dataset.exclude_classes needs labelled data; {cfg.name} has no labels")
     return bundle

@@ -17,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 
 from vae_cli.config import DatasetConfig
 from vae_cli.data.base import DATASETS, DataBundle, FileSplit
+from vae_cli.data.readers import to_pixels
 from vae_cli.errors import ConfigError, DataError
 
 PARTITIONS = {"train": 0, "val": 1, "test": 2}
@@ -28,8 +29,8 @@ def decode_celeba(path: Path, image_size: int, crop: int, mode: str) -> torch.Te
 
     try:
         with Image.open(path) as img:
-            img = img.convert(mode)
-    except (OSError, UnidentifiedImageError) as e:
+            img = to_pixels(img, 3 if mode == "RGB" else 1)  # every mode mapped as image folders are
+    except (OSError, UnidentifiedImageError, ValueError) as e:
         raise DataError(f"cannot read CelebA image {path}: {e}") from None
     x = TF.pil_to_tensor(img)
     if crop:

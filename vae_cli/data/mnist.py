@@ -35,6 +35,24 @@ IDX_DTYPES = {
 }
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
+#: label i's name, as `anomaly_class=` and `dataset.exclude_classes=` accept it (case and punctuation
+#: ignored: `T-Shirt`, `tshirt`, `ankle_boot` work too) and score's tables show it. MNIST's are digits.
+MNIST_CLASSES = [str(digit) for digit in range(10)]
+#: Fashion-MNIST's ten classes (Xiao et al. 2017: T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal,
+#: Shirt, Sneaker, Bag, Ankle boot), spelt to be typed on a command line: no slash, no space.
+FASHION_MNIST_CLASSES = [
+    "t-shirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle-boot",
+]
+
 
 def read_idx(path: Path) -> np.ndarray:
     """Parse an IDX file (optionally gzipped): magic 0x0000 <dtype> <ndim>, ndim big-endian int32 sizes."""
@@ -95,6 +113,7 @@ def load_idx_dataset(
     data_dir: Path,
     torchvision_class: type,
     extra_folders: tuple[Path, ...] = (),
+    label_names: list[str] | None = None,
 ) -> DataBundle:
     raw = data_dir / torchvision_class.__name__ / "raw"
     folders = [raw, *extra_folders]
@@ -122,18 +141,28 @@ def load_idx_dataset(
             torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
         )
 
-    return finish_bundle(name, cfg, split("train"), split("test"))
+    train, test = split("train"), split("test")
+    if label_names is not None:
+        for labels in (train.labels, test.labels):
+            if len(labels) and not (int(labels.min()) >= 0 and int(labels.max()) < len(label_names)):
+                raise DataError(
+                    f"{name} labels must be 0 to {len(label_names) - 1}, found {int(labels.min())} to "
+                    f"{int(labels.max())}: are these {name}'s label files?"
+                )
+    return finish_bundle(name, cfg, train, test, label_names=label_names)
 
 
 @DATASETS.register("mnist")
 def mnist(cfg: DatasetConfig, data_dir: Path) -> DataBundle:
     from torchvision.datasets import MNIST
 
-    return load_idx_dataset("mnist", cfg, data_dir, MNIST)
+    return load_idx_dataset("mnist", cfg, data_dir, MNIST, label_names=MNIST_CLASSES)
 
 
 @DATASETS.register("fashion_mnist")
 def fashion_mnist(cfg: DatasetConfig, data_dir: Path) -> DataBundle:
     from torchvision.datasets import FashionMNIST
 
-    return load_idx_dataset("fashion_mnist", cfg, data_dir, FashionMNIST, (DEBIAN_FASHION_MNIST,))
+    return load_idx_dataset(
+        "fashion_mnist", cfg, data_dir, FashionMNIST, (DEBIAN_FASHION_MNIST,), FASHION_MNIST_CLASSES
+    )

@@ -9,8 +9,12 @@ Images
   skipped with one warning that says how many there were and names one.
 - When every image of a folder sits in a sub-folder, the first-level sub-folder names are labels
   (sorted: the first is label 0); with any image directly in the folder there are no labels.
-- Each image is converted to grey (L) or RGB, the centre region of the target's aspect ratio cropped
-  out and resized to the target size (bilinear, antialiased).
+- Each image is turned upright (its EXIF orientation), converted to grey (L) or RGB with every mode's
+  values mapped to 0..255 (see `to_pixels`: 16- and 32-bit grey, floats, palettes, transparency,
+  CMYK), the centre region of the target's aspect ratio cropped out and resized to the target size
+  (bilinear, antialiased). Multi-frame files (GIF, TIFF) give their first frame.
+- Symbolic links are followed, but no folder is read twice (a link back to a folder above is a loop)
+  and no file is counted twice (two links to one file, a hard link): each image is one example.
 
 Arrays
 - `.npy`: one array.
@@ -38,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
 from vae_cli.errors import ConfigError, DataError
@@ -64,16 +68,59 @@ def resolve_path(path: str | None, data_dir: Path, dataset: str) -> Path:
 
 
 def find_images(folder: Path) -> tuple[list[Path], list[Path]]:
-    """(image files, other files) under folder, recursively, sorted; hidden files and folders skipped."""
-    images, others = [], []
+    """(image files, other files) under folder, recursively, sorted; hidden files and folders skipped.
+
+    Symbolic links are followed, but a folder reached again (a loop, or two links to one folder) is
+    not read again, and a file reached again (through a link, or a hard link) counts once: a real
+    folder or file is kept before a link to it, else the first path in sorted order. One warning says
+    how many were skipped."""
+    seen_dirs = {_identity(folder)}
+    found: list[Path] = []
+    repeated_dirs = 0
     for root, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if name.startswith("."):
+        keep = []
+        # Real folders claim their place before links to them.
+        for name in sorted((d for d in dirs if not d.startswith(".")), key=lambda d: _link_first(root, d)):
+            identity = _identity(Path(root) / name)
+            if identity in seen_dirs:
+                repeated_dirs += 1
                 continue
-            path = Path(root) / name
-            (images if path.suffix.lower() in IMAGE_EXTENSIONS else others).append(path)
-    return sorted(images), others
+            seen_dirs.add(identity)
+            keep.append(name)
+        dirs[:] = sorted(keep)
+        found += [Path(root) / name for name in files if not name.startswith(".")]
+    seen_files: set[tuple] = set()
+    images, others, repeated_files = [], [], 0
+    for path in sorted(found, key=lambda f: (f.is_symlink(), f)):
+        identity = _identity(path)
+        if identity in seen_files:
+            repeated_files += 1
+            continue
+        seen_files.add(identity)
+        (images if path.suffix.lower() in IMAGE_EXTENSIONS else others).append(path)
+    if repeated_dirs or repeated_files:
+        log.warning(
+            "%s: skipped %d folder(s) and %d file(s) reached a second time through symbolic or hard links "
+            "(each is read once)",
+            folder,
+            repeated_dirs,
+            repeated_files,
+        )
+    return sorted(images), sorted(others)
+
+
+def _link_first(root: str, name: str) -> tuple[bool, str]:
+    """Sorts a folder's entries: real ones first, then links, each by name."""
+    return (os.path.islink(os.path.join(root, name)), name)
+
+
+def _identity(path: Path) -> tuple:
+    """What a path leads to: (device, inode) of its target, else (a broken link) its resolved path."""
+    try:
+        st = os.stat(path)
+        return (st.st_dev, st.st_ino)
+    except OSError:
+        return ("path", str(path.resolve()))
 
 
 def folder_labels(folder: Path, files: list[Path]) -> tuple[torch.Tensor | None, list[str]]:
@@ -86,13 +133,20 @@ def folder_labels(folder: Path, files: list[Path]) -> tuple[torch.Tensor | None,
     return torch.tensor([index[p[0]] for p in parts], dtype=torch.int64), classes
 
 
+#: Transparent pixels are composited over black (0): a pixel's colour counts as much as its opacity
+#: (premultiplied alpha), so a fully transparent pixel is "no light", whatever colour it happens to
+#: store. Black is also the background of the built-in datasets (MNIST, Fashion-MNIST, the synthetic
+#: shapes: white on black), so a cut-out object on a transparent background looks like them.
+BACKGROUND = 0
+
+
 def load_image(file: Path, shape: tuple[int, int, int]) -> torch.Tensor | None:
-    """One image as uint8 (C, H, W): converted to L or RGB, the centre region of the target's aspect
-    ratio cropped out and resized to (H, W). None when the file cannot be decoded."""
+    """One image as uint8 (C, H, W): upright, converted to L or RGB (`to_pixels`), the centre region of
+    the target's aspect ratio cropped out and resized to (H, W). None when the file cannot be decoded."""
     c, h, w = shape
     try:
         with Image.open(file) as img:
-            img = img.convert("RGB" if c == 3 else "L")
+            img = to_pixels(img, c)
     except Exception:  # noqa: BLE001  not an image, or a broken one: PIL raises many kinds
         return None
     width, height = img.size
@@ -104,6 +158,60 @@ def load_image(file: Path, shape: tuple[int, int, int]) -> torch.Tensor | None:
     img = img.resize((w, h), Image.Resampling.BILINEAR, box=(left, top, left + crop_w, top + crop_h))
     array = np.asarray(img, dtype=np.uint8)
     return torch.from_numpy(array.reshape(h, w, c).copy()).permute(2, 0, 1).contiguous()
+
+
+def to_pixels(img: Image.Image, channels: int) -> Image.Image:
+    """An image of any PIL mode as 8-bit grey (L, channels=1) or RGB (channels=3), upright (EXIF).
+
+    - 16- and 32-bit integer grey (I;16, I;16B, I;16L, I): 0..65535 scaled to 0..255 (v / 257,
+      rounded; values outside 0..65535 clipped). PIL's own conversion clips at 255 instead, which
+      turns a 16-bit image almost white.
+    - float grey (F): values in [0, 1] scaled to 0..255; an image with values outside [0, 1] is taken
+      to hold 0..255 pixel values (clipped); NaN is 0.
+    - bilevel (1): 0 and 255. Palette (P): the palette's colours.
+    - transparency (LA, RGBA, PA, La, RGBa, a palette's or a colour key's transparency): composited over
+      BACKGROUND, black (see there why).
+    - CMYK, YCbCr and the other colour modes: PIL's conversion to RGB.
+    - 16-bit RGB(A) PNGs are read by PIL as 8-bit RGB(A) already (their high bytes).
+    Grey becomes RGB by repeating it; RGB becomes grey by PIL's luma (ITU-R 601-2)."""
+    target = "RGB" if channels == 3 else "L"
+    img = _upright(img)
+    if img.mode.startswith("I") or img.mode == "F":
+        grey = Image.fromarray(_grey_to_8bit(np.asarray(img), img.mode))
+        return grey if target == "L" else grey.convert("RGB")
+    transparent = img.mode in ("LA", "La", "PA", "RGBA", "RGBa") or "transparency" in img.info
+    if img.mode in ("1", "L", "P", "RGB") and not transparent:
+        return img.convert(target)
+    if transparent:
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.uint32)
+        alpha = rgba[..., 3:]
+        rgb = (rgba[..., :3] * alpha + BACKGROUND * (255 - alpha) + 127) // 255
+        return Image.fromarray(rgb.astype(np.uint8)).convert(target)
+    try:
+        return img.convert(target)
+    except ValueError:  # a mode PIL converts to RGB only (e.g. HSV, LAB)
+        return img.convert("RGB").convert(target)
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says (phone photos), else as it is."""
+    try:
+        orientation = img.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001  a broken EXIF block: the pixels are still readable
+        return img
+    return ImageOps.exif_transpose(img) if orientation not in (1, None) else img
+
+
+def _grey_to_8bit(values: np.ndarray, mode: str) -> np.ndarray:
+    """Integer grey 0..65535 or float grey [0, 1] (else 0..255) -> uint8 0..255 (see `to_pixels`)."""
+    x = values.astype(np.float64)
+    if mode == "F":
+        x = np.nan_to_num(x, nan=0.0, posinf=255.0, neginf=0.0)
+        in_unit = x.size == 0 or (x.min() >= 0 and x.max() <= 1)
+        x = x * 255.0 if in_unit else x
+    else:
+        x = x / 257.0  # 65535 -> 255 exactly
+    return np.clip(np.floor(x + 0.5), 0, 255).astype(np.uint8)
 
 
 def readable(file: Path) -> bool:

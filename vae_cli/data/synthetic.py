@@ -3,7 +3,8 @@
 Each image is one white shape on black, drawn from five ground-truth factors sampled independently on
 dSprites' grids: shape (square, ellipse, heart, triangle), scale (6 values in [0.5, 1]), rotation (40
 values in [0, 2 pi)), and x and y position (32 values each). The factors are kept with the images for
-disentanglement metrics.
+disentanglement metrics, and the shape is the label (square, ellipse, heart, triangle: 0 to 3), so
+`dataset.exclude_classes=[heart]` and `vae score anomaly_class=heart` work.
 """
 
 from __future__ import annotations
@@ -103,4 +104,4 @@ def synthetic(cfg: DatasetConfig, data_dir: Path) -> DataBundle:
         )
     everything = generate(cfg.size, cfg.image_size, cfg.seed)
     train, test = split_off(everything, cfg.test_size, cfg.seed + 1, "test")
-    return finish_bundle("synthetic", cfg, train, test, factor_names=FACTOR_NAMES)
+    return finish_bundle("synthetic", cfg, train, test, factor_names=FACTOR_NAMES, label_names=list(SHAPES))

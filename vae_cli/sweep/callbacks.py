@@ -1,6 +1,7 @@
 """The Hydra callbacks configured in conf/train.yaml under `hydra.callbacks`.
 
-`UniqueRunDir` gives every run (and sweep) a folder of its own. `SweepSummary` keeps a sweep's
+`UniqueRunDir` gives every run (and sweep) a folder of its own, and refuses a folder named with
+`hydra.run.dir`/`hydra.sweep.dir` that already holds a run (vae_cli/paths.py). `SweepSummary` keeps a sweep's
 `summary.csv` current: each job, in its own worker process, writes its `job.json` and rewrites the
 sweep's `summary.csv` (summary.py); when the sweep ends, the parent rewrites it once more and prints the
 table. It also sets each parallel job's torch thread count.
@@ -19,38 +20,14 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from vae_cli.errors import VaeError, describe, is_user_error
+from vae_cli.errors import describe, is_user_error
 from vae_cli.io import write_json
+from vae_cli.paths import check_run_dir, hydra_quote, note_named_folder, reserve_folder
 from vae_cli.sweep.guard import ACTIVE
 from vae_cli.sweep.summary import JOB_ERROR, JOB_STATUS, SUMMARY, finish, write_summary
 from vae_cli.training.runtime import available_cores
 
 log = logging.getLogger("vae")
-
-
-def reserve_folder(base: Path) -> Path:
-    """Create `base`, or `base_1`, `base_2`, ... if taken; mkdir is atomic, so two runs started in the
-    same second never share a folder."""
-    try:
-        base.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise VaeError(
-            f"cannot create the output folder {base.parent}: {e.strerror}; "
-            f"choose another with hydra.run.dir=<path>"
-        ) from None
-    for n in range(1000):
-        candidate = base if n == 0 else base.with_name(f"{base.name}_{n}")
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            continue
-        except OSError as e:
-            raise VaeError(
-                f"cannot create the output folder {candidate}: {e.strerror}; "
-                f"choose another with hydra.run.dir=<path>"
-            ) from None
-    raise VaeError(f"too many runs in {base.parent} this second")
 
 
 class UniqueRunDir(Callback):
@@ -62,16 +39,24 @@ class UniqueRunDir(Callback):
 
     @staticmethod
     def _reserve(config: DictConfig, mode: str) -> None:
-        if any(o.startswith(f"hydra.{mode}.dir=") for o in config.hydra.overrides.hydra):
-            return  # a folder the user chose explicitly is used as it is
+        """Hydra calls this before it creates the folder or writes .hydra/ into it."""
+        key = f"hydra.{mode}.dir"
+        if any(o.startswith(f"{key}=") for o in config.hydra.overrides.hydra):
+            # A folder the user chose explicitly is used as it is, unless it holds a run already (resuming
+            # into it is allowed). Under torchrun, ranks > 0 run in the working folder and write nothing.
+            if int(os.environ.get("RANK", "0")) == 0:
+                folder = Path(str(OmegaConf.select(config, key)))
+                check_run_dir(folder, key, OmegaConf.select(config, "train.resume", default=None))
+                note_named_folder(folder)
+            return
         node = config.hydra[mode]
-        folder = reserve_folder(Path(str(OmegaConf.select(config, f"hydra.{mode}.dir"))))
+        folder = reserve_folder(Path(str(OmegaConf.select(config, key))))
         with read_write(node), open_dict(node):
             node.dir = str(folder)
         if mode == "sweep":
             # Each job recomposes its config from the overrides: record the folder there too.
             with read_write(config.hydra.overrides):
-                config.hydra.overrides.hydra.append(f"hydra.sweep.dir={folder}")
+                config.hydra.overrides.hydra.append(f"{key}={hydra_quote(str(folder))}")
 
 
 def _is_multirun(config: DictConfig) -> bool:

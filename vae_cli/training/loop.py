@@ -22,8 +22,18 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from vae_cli.checkpoint import load_checkpoint, save_checkpoint
 from vae_cli.config import TrainConfig, validate_train_config
-from vae_cli.console import console, epoch_progress, fmt, interleave_rows, metrics_table
+from vae_cli.console import (
+    StepLog,
+    console,
+    duration,
+    epoch_progress,
+    fmt,
+    interleave_rows,
+    log_to_files,
+    metrics_table,
+)
 from vae_cli.data import BatchSource, DataBundle, create_dataset, make_batches, prepare_batch
+from vae_cli.data.base import check_loss_range
 from vae_cli.data.loaders import corrupt
 from vae_cli.errors import Interrupted, TrainingStopped, VaeError
 from vae_cli.estimators import encode_split
@@ -32,6 +42,7 @@ from vae_cli.likelihoods import create_likelihood
 from vae_cli.metrics import representation_metrics
 from vae_cli.models import VAE, create_model
 from vae_cli.objectives import OBJECTIVES, Terms, beta_at
+from vae_cli.pictures import shown_and_input
 from vae_cli.tensorboard import TensorBoard, log_hparams
 from vae_cli.training.distributed import Dist, init_distributed, shutdown
 from vae_cli.training.meter import Interval, IntervalMeter
@@ -75,6 +86,7 @@ class Run:
     progress: Progress
     stop: GracefulStop
     epoch_seconds: list[float] = field(default_factory=list)  # this process's training passes, timed
+    epoch_walls: list[float] = field(default_factory=list)  # whole epochs (with validation), for the ETA
     before_epoch: Callable[[], None] | None = None
 
     @property
@@ -96,6 +108,7 @@ def train(cfg: DictConfig, run_dir: Path, before_epoch: Callable[[], None] | Non
         check_precision(device, tc.precision)
         configure_backends(device)
         data = create_dataset(cfg.dataset, cfg.data_dir)
+        check_loss_range(data, cfg.loss.name)
         model = create_model(cfg.model, data.shape, cfg.latent_dim, create_likelihood(cfg.loss)).to(device)
         if cfg.model.name in ("conv", "resnet") and device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
@@ -181,6 +194,7 @@ def fit(run: Run, train_batches: BatchSource, val_batches: BatchSource, run_dir:
         train_metrics = {**epoch_metrics, "examples_per_sec": len(run.data.train) / run.epoch_seconds[-1]}
         val_metrics = mean_objective(run.eval_model, val_batches, run.data, run.cfg, run.device, run.dist)
         progress.epoch = epoch + 1
+        run.epoch_walls.append(time.perf_counter() - epoch_start)
         end_epoch(run, train_metrics, val_metrics, val_batches)
         if tc.early_stop_patience and progress.epoch - progress.best_epoch >= tc.early_stop_patience:
             log.info("early stop: no better val loss for %d epochs", tc.early_stop_patience)
@@ -224,6 +238,13 @@ def train_epoch(run: Run, batches: BatchSource, warmup_steps: int) -> dict[str, 
     objective, objective_cfg = OBJECTIVES.get(cfg.objective.name), OmegaConf.to_object(cfg.objective)
     binarize, unit_range = run.data.binarize, run.data.unit_range
     meter = IntervalMeter(progress.partial, device, run.dist)
+    # No bar outside a terminal (a log file, a pipe): a line every ~15 s instead, so a long first epoch
+    # is not silent
+    lines = (
+        StepLog(progress.epoch + 1, tc.epochs, len(batches), progress.batch_in_epoch)
+        if run.dist.is_main and not console.is_terminal
+        else None
+    )
     run.model.train()
     with epoch_progress(enabled=run.dist.is_main) as bar:
         task = bar.add_task(
@@ -240,6 +261,8 @@ def train_epoch(run: Run, batches: BatchSource, warmup_steps: int) -> dict[str, 
             terms, loss, finite = train_step(run, tc, objective, objective_cfg, inputs, x, beta)
             progress.batch_in_epoch += 1
             bar.advance(task)
+            if lines is not None:
+                lines.advance()
             if tc.skip_nonfinite and not run.dist.all(bool(finite), device):  # a per-step sync, only here
                 skip_nonfinite_step(run, float(loss.detach()))
                 continue
@@ -331,7 +354,7 @@ def end_epoch(
         if is_best:
             save_checkpoint(run.ckpt_dir / "best.ckpt", payload)
     log.info(
-        "epoch %d/%d  train loss %s  val loss %s (recon %s, KL %s)%s  %.0f ex/s",
+        "epoch %d/%d  train loss %s  val loss %s (recon %s, KL %s)%s  %.0f ex/s%s",
         progress.epoch,
         tc.epochs,
         fmt(train_metrics["loss"]),
@@ -340,8 +363,19 @@ def end_epoch(
         fmt(val_metrics["kl"]),
         "  *best*" if is_best else "",
         train_metrics["examples_per_sec"],
+        run_eta(run),
     )
     return is_best
+
+
+def run_eta(run: Run) -> str:
+    """`  eta 1 min 20 s` for the epochs still to run (the mean of this run's whole epochs so far, with
+    validation), or "" after the last one. The first epoch includes one-off warm-up, so the estimate
+    errs long at first."""
+    left = run.cfg.train.epochs - run.progress.epoch
+    if left <= 0 or not run.epoch_walls:
+        return ""
+    return f"  eta {duration(left * sum(run.epoch_walls) / len(run.epoch_walls))}"
 
 
 def test_best(run: Run) -> dict[str, float]:
@@ -409,13 +443,16 @@ def mean_objective(
 def log_images(
     tb: TensorBoard, model: VAE, val_batches: BatchSource, data: DataBundle, seed: int, step: int
 ) -> None:
-    """Validation reconstructions (originals above reconstructions, z = mu) and prior samples."""
+    """Validation reconstructions (originals above reconstructions, z = mu) and prior samples.
+
+    The originals are the real images (grey, never binarised); the reconstructions are of the model's
+    input, binarised like the training data, as `vae reconstruct` and `vae score` show them."""
     model.eval()
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     images = next(iter(val_batches))[:32]
-    x = prepare_batch(images, data.binarize, generator)
-    tb.image_grid("val/reconstructions", interleave_rows(x, model.reconstruct(x), 8), step)
+    shown, x = shown_and_input(images, data.binarize, generator)
+    tb.image_grid("val/reconstructions", interleave_rows(shown, model.reconstruct(x), 8), step)
     tb.image_grid("samples/prior", model.sample(NUM_IMAGES, generator=generator), step)
     model.train()
 
@@ -495,10 +532,13 @@ def interrupted(run: Run, train_metrics: dict[str, float]) -> Interrupted:
     where = f"epoch {run.progress.epoch + 1}, step {run.progress.step}"
     if not run.dist.is_main:
         return Interrupted(
-            f"{run.stop.requested}: rank {run.dist.rank} stopped at {where}; rank 0 writes the checkpoint"
+            f"interrupted ({run.stop.requested}): rank {run.dist.rank} stopped at {where}; rank 0 writes "
+            f"the checkpoint"
         )
     save_checkpoint(path, checkpoint_payload(run, train_metrics, {}))
-    return Interrupted(
-        f"{run.stop.requested}: stopped at {where}; checkpoint "
-        f"written; continue with: vae train train.resume={path.resolve()} (and the same overrides)"
+    message = (
+        f"interrupted ({run.stop.requested}): stopped at {where}; checkpoint written; continue with: "
+        f"vae train train.resume={path.resolve()} (and the same overrides)"
     )
+    log_to_files(message)  # train.log says how to go on too; the console gets it once, as the exit line
+    return Interrupted(message)

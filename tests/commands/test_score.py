@@ -1,9 +1,10 @@
-"""`vae score` end to end on tiny data with planted outliers, `vae reconstruct noise_level=`, and the
-ranking metrics (ROC AUC, average precision) as pure functions.
+"""`vae score` (vae_cli/commands/score.py) end to end on tiny data with planted outliers, and
+`vae reconstruct noise_level=`.
 
-Two tiny models are trained once for the module, in parallel: an MLP on a folder of near-constant dark
-images, and an MLP with a Gaussian likelihood on standardised CSV rows. Each is then asked to score
-inputs where a few very different examples were planted; they must come out on top.
+Two tiny models are trained once for the module, in this process: an MLP on a folder of near-constant
+dark images, and an MLP with a Gaussian likelihood on standardised CSV rows. Each is then asked to score
+inputs where a few very different examples were planted; they must come out on top. The commands that
+must fail run in child processes forked from this one, each with its own exit code and stderr.
 """
 
 from __future__ import annotations
@@ -15,15 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-import vae_cli.commands.reconstruct  # noqa: F401  imported before forking, so the children start warm
-import vae_cli.commands.score  # noqa: F401
-from tests.test_sample_reconstruct_evaluate import Result, png_size, run_all
-from vae_cli.metrics import average_precision, roc_auc
+from tests.helpers.cli import Result, run_all, vae_all
+from tests.helpers.data import png_size
 
 SIZE = 8
+
+
 TINY_MLP = [
     "model=mlp",
     "model.hidden_dims=[32]",
@@ -31,6 +31,8 @@ TINY_MLP = [
     "train.batch_size=16",
     "train.image_every=0",
 ]
+
+
 NUM_OUTLIERS = 3
 
 
@@ -89,7 +91,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("score")
     train_images, score_images = write_images(root / "images")
     train_table, score_table = write_tables(root / "tables")
-    trained = run_all(
+    trained = vae_all(
         {
             "images": [
                 "train",
@@ -133,7 +135,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "table": ["score", f"ckpt={table}", f"input={score_table}", "label_column=flag"],
         "table_split": ["score", f"ckpt={table}", "input=val", "max_examples=5"],
         "denoise": ["reconstruct", f"ckpt={images}", "n=4", "nrow=4", "noise_level=0.3", "noise=mask"],
-        # bad input: one line, exit code 2, no traceback
+    }
+    bad_input = {  # one line, exit code 2, no traceback
         "missing": ["score", f"ckpt={images}", f"input={root / 'nowhere'}"],
         "unlabelled": ["score", f"ckpt={images}", "input=test", "anomaly_class=1"],
         "both": ["score", f"ckpt={images}", "anomaly_class=1", "normal_class=0"],
@@ -142,7 +145,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "bad_csv": ["score", f"ckpt={table}", f"input={tables / 'bad.csv'}"],
         "unknown_class": ["score", f"ckpt={images}", f"input={score_images}", "anomaly_class=weird"],
     }
-    return {"root": root / "runs", **run_all(commands, root / "runs")}
+    return {"root": root / "runs", **vae_all(commands, root / "runs"), **run_all(bad_input, root / "runs")}
 
 
 def ok(runs: dict, name: str) -> tuple[Result, Path]:
@@ -176,8 +179,10 @@ def test_planted_outlier_images_rank_first_with_perfect_auc(runs) -> None:
     assert metrics["roc_auc"] == 1.0 and metrics["average_precision"] == 1.0
     assert metrics["num_anomalous"] == NUM_OUTLIERS and metrics["num_normal"] == 12
     assert "ROC AUC" in result.stderr
-    # 3 most anomalous above their reconstructions, then the 3 least anomalous above theirs
-    assert png_size(folder / "extremes.png") == (3 * (SIZE + 2) + 2, 4 * (SIZE + 2) + 2)
+    # 3 most anomalous above their reconstructions, then the 3 least anomalous above theirs: cells of
+    # 8-px images scaled 8 times, and labels around them
+    width, height = png_size(folder / "extremes.png")
+    assert width > 8 * (3 * (SIZE + 2) + 2) and height > 8 * (4 * (SIZE + 2) + 2)
 
 
 def test_iwae_scores_and_normal_class(runs) -> None:
@@ -218,7 +223,7 @@ def test_a_split_of_tensor_data_and_max_examples(runs) -> None:
 
 def test_reconstruct_with_noise_shows_originals_noisy_and_reconstructions(runs) -> None:
     result, folder = ok(runs, "denoise")
-    assert png_size(folder / "reconstructions.png") == (4 * (SIZE + 2) + 2, 3 * (SIZE + 2) + 2)
+    assert png_size(folder / "reconstructions.png") == (8 * (4 * (SIZE + 2) + 2), 8 * (3 * (SIZE + 2) + 2))
     assert "mask noise at level 0.3" in result.stderr
 
 
@@ -240,68 +245,3 @@ def test_bad_input_gives_one_line_error(runs, name: str, message: str) -> None:
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr
-
-
-# --- the ranking metrics ---------------------------------------------------------------------------------
-
-
-def test_roc_auc_and_average_precision_on_known_examples() -> None:
-    labels = torch.tensor([0, 0, 1, 1])
-    scores = torch.tensor([0.1, 0.4, 0.35, 0.8])
-    assert roc_auc(scores, labels) == pytest.approx(0.75)
-    assert average_precision(scores, labels) == pytest.approx((1 + 2 / 3) / 2)  # P at R=0.5: 1; at R=1: 2/3
-    assert roc_auc(torch.tensor([3.0, 2, 1]), torch.tensor([1, 0, 0])) == 1.0
-    assert roc_auc(torch.tensor([1.0, 2, 3]), torch.tensor([1, 0, 0])) == 0.0
-    assert average_precision(torch.tensor([3.0, 2, 1]), torch.tensor([0, 1, 0])) == pytest.approx(0.5)
-
-
-def test_ties_count_half_and_enter_the_precision_together() -> None:
-    labels = torch.tensor([1, 0, 1, 0])
-    same = torch.ones(4)
-    assert roc_auc(same, labels) == 0.5
-    assert average_precision(same, labels) == 0.5  # one threshold: precision 2/4 at recall 1
-    scores = torch.tensor([0.9, 0.8, 0.8, 0.3, 0.2, 0.2, 0.1])
-    labels = torch.tensor([1, 0, 1, 0, 0, 1, 0])
-    assert average_precision(scores, labels) == pytest.approx(1 / 3 + 1 / 3 * 2 / 3 + 1 / 3 * 1 / 2)
-
-
-def test_roc_auc_equals_the_pairwise_probability_on_random_data() -> None:
-    g = torch.Generator().manual_seed(0)
-    scores = torch.randint(0, 20, (300,), generator=g).double()  # many ties
-    labels = torch.rand(300, generator=g) < 0.3
-    pos, neg = scores[labels], scores[~labels]
-    pairwise = ((pos[:, None] > neg[None]).double() + 0.5 * (pos[:, None] == neg[None]).double()).mean()
-    assert roc_auc(scores, labels) == pytest.approx(float(pairwise))
-    assert roc_auc(-scores, labels) == pytest.approx(1 - float(pairwise))
-
-
-def test_degenerate_labels_give_nan() -> None:
-    assert math.isnan(roc_auc(torch.rand(5), torch.zeros(5)))
-    assert math.isnan(roc_auc(torch.rand(5), torch.ones(5)))
-    assert math.isnan(average_precision(torch.rand(5), torch.zeros(5)))
-    assert average_precision(torch.rand(5), torch.ones(5)) == 1.0
-    with pytest.raises(ValueError, match="3 scores but 2 labels"):
-        roc_auc(torch.rand(3), torch.ones(2))
-
-
-def test_score_config_composes_validates_and_honours_out(tmp_path: Path) -> None:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import ConfigCompositionException
-
-    from vae_cli import config
-    from vae_cli.cli import config_dir
-
-    config.register_configs()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            cfg = compose("score", overrides=["ckpt=run"], return_hydra_config=True)
-            config.validate_score_config(cfg)
-            assert cfg.input == "test" and cfg.iwae_k == 0 and cfg.hydra.job.name == "score"
-            cfg = compose("score", overrides=["ckpt=run", f"out={tmp_path}", "anomaly_class=[7,9]"])
-            config.validate_score_config(cfg)
-            with pytest.raises(ConfigCompositionException):
-                compose("score", overrides=["ckpt=run", "iwae=5"])  # a typo is an error, not a new key
-    finally:
-        GlobalHydra.instance().clear()

@@ -1,4 +1,6 @@
-"""Data-parallel training with torchrun: gloo on CPU, two processes, tiny data."""
+"""Data-parallel training (vae_cli/training/distributed.py) with torchrun: gloo on CPU, two processes, tiny
+data. The single-process runs they are compared with, and the resumptions, run through the real CLI in
+this process."""
 
 from __future__ import annotations
 
@@ -6,16 +8,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import REPO, only_run_dir, run_vae
+from tests.helpers.cli import REPO, only_run_dir, run_vae, torchrun, torchrun_command, vae
 from vae_cli.checkpoint import load_checkpoint
-from vae_cli.data.loaders import EpochBatchSampler
 
 TINY = [
     "dataset=synthetic",
@@ -31,49 +31,12 @@ TINY = [
 ]
 
 
-def torchrun_command(args: list[str], nproc: int = 2) -> tuple[list[str], dict[str, str]]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "HYDRA_FULL_ERROR"):
-        env.pop(key, None)
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={nproc}",
-        "-m",
-        "vae_cli",
-        *args,
-    ]
-    return command, env
-
-
-def torchrun(args: list[str], cwd: Path, nproc: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:
-    command, env = torchrun_command(args, nproc)
-    try:
-        return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as e:
-        raise AssertionError(f"torchrun timed out; stderr: {e.stderr!s:.3000}") from None
-
-
-def test_shards_together_make_the_single_process_batches() -> None:
-    single = list(EpochBatchSampler(50, 8, True, 3))
-    ranks = [list(EpochBatchSampler(50, 4, True, 3, rank=r, world_size=2, pad=True)) for r in range(2)]
-    assert len(ranks[0]) == len(ranks[1]) == len(single)  # every rank takes the same number of steps
-    for i, batch in enumerate(single[:-1]):  # the last one is padded by wrapping around
-        assert sorted(ranks[0][i] + ranks[1][i]) == sorted(batch)
-    covered = {i for r in ranks for b in r for i in b}
-    assert covered == set(range(50))
-    evaluation = [list(EpochBatchSampler(50, 8, False, 0, rank=r, world_size=2)) for r in range(2)]
-    assert sorted(i for r in evaluation for b in r for i in b) == list(range(50))  # no padding, no repeats
-
-
 def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path: Path) -> None:
     ddp, single = tmp_path / "ddp", tmp_path / "single"
     ddp.mkdir(), single.mkdir()
     result = torchrun(["train", *TINY, "train.batch_size=16"], ddp)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert run_vae(["train", *TINY, "train.batch_size=32"], single).returncode == 0
+    assert vae(["train", *TINY, "train.batch_size=32"], single).returncode == 0
 
     run = only_run_dir(ddp)  # one set of outputs, written by rank 0 only
     assert len(list(run.glob("tensorboard/events.*"))) == 1
@@ -91,9 +54,7 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path: Path)
     resumed = tmp_path / "resumed"
     resumed.mkdir()
     last = run / "checkpoints" / "last.ckpt"
-    result = run_vae(
-        ["train", *TINY, "train.batch_size=16", "train.epochs=3", f"train.resume={last}"], resumed
-    )
+    result = vae(["train", *TINY, "train.batch_size=16", "train.epochs=3", f"train.resume={last}"], resumed)
     assert result.returncode == 0, result.stderr
     assert json.loads((only_run_dir(resumed) / "metrics.json").read_text())["epochs"] == 3
 
@@ -148,7 +109,7 @@ def test_a_signal_to_one_process_stops_every_rank_with_a_resumable_checkpoint(tm
     finally:
         proc.kill()
     assert proc.returncode != 0  # torchrun reports its workers' exit code 130 as a failure
-    assert "a signal to another process: stopped at epoch" in stderr, stderr[-3000:]
+    assert "interrupted (a signal to another process): stopped at epoch" in stderr, stderr[-3000:]
     assert f'File "{REPO / "vae_cli"}' not in stderr  # the traceback printed is torchrun's own report
     assert "rank 1 stopped at epoch" in stderr  # and rank 1 does not claim to have written a checkpoint
     last = only_run_dir(tmp_path) / "checkpoints" / "last.ckpt"
@@ -158,5 +119,5 @@ def test_a_signal_to_one_process_stops_every_rank_with_a_resumable_checkpoint(tm
     resumed = tmp_path / "resumed"
     resumed.mkdir()
     extended = [a if a != "train.epochs=400" else f"train.epochs={ckpt['epoch'] + 1}" for a in args]
-    result = run_vae([*extended, f"train.resume={last}"], resumed)
+    result = vae([*extended, f"train.resume={last}"], resumed)
     assert result.returncode == 0, result.stderr

@@ -1,13 +1,15 @@
-"""Bad input across every subcommand: a non-zero exit, one clear `error:` line on stderr, no traceback."""
+"""Bad input across every subcommand (vae_cli/errors.py): a non-zero exit, one clear `error:` line on
+stderr, no traceback. Each case runs through the real CLI in a child process forked from this one
+(tests/helpers/cli.py), with its own exit code and stderr, two at a time."""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY_SYNTHETIC, make_idx_dataset, only_run_dir, run_vae
+from tests.helpers.cli import fork_all, only_run_dir, vae
+from tests.helpers.data import TINY_SYNTHETIC, make_idx_dataset
 
 TINY = [*TINY_SYNTHETIC, "train.epochs=1", "train.image_every=0", "device=cpu"]
 
@@ -80,16 +82,13 @@ NAMES = list(cases(dict.fromkeys(["ckpt", "text", "truncated", "empty_data", "co
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Every case, run through the real CLI in subprocesses, two at a time."""
+    """Every case, run through the real CLI in forked children, two at a time."""
     root = tmp_path_factory.mktemp("bad")
-    assert run_vae(["train", *TINY], root).returncode == 0
+    assert vae(["train", *TINY], root).returncode == 0
     table = cases(make_files(root, only_run_dir(root) / "checkpoints" / "last.ckpt"))
     folders = {name: root / f"case{i}" for i, name in enumerate(table)}
-    for folder in folders.values():
-        folder.mkdir()
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(run_vae, argv, folders[name]) for name, (argv, _) in table.items()}
-        return {name: (future.result(), table[name][1]) for name, future in futures.items()}
+    runs = fork_all({name: (argv, folders[name]) for name, (argv, _) in table.items()}, parallel=2)
+    return {name: (runs[name], table[name][1]) for name in table}
 
 
 def test_there_are_at_least_twenty_cases() -> None:

@@ -1,24 +1,22 @@
-"""Interrupts, crashes and divergence lose nothing and explain themselves."""
+"""Interrupts, crashes and divergence lose nothing and explain themselves.
+
+The runs that get a signal are fresh interpreters (`python -m vae_cli`), as a user's would be; the runs
+they are compared with, and their resumptions, run through the real CLI in this process; the runs that
+must fail run in forked children, for their exit code and stderr (tests/helpers/cli.py)."""
 
 from __future__ import annotations
 
-import errno
-import json
-import os
 import random
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-import torch
 
-from tests.conftest import REPO, run_vae
-from vae_cli.checkpoint import load_checkpoint, save_checkpoint
-from vae_cli.errors import CheckpointError
+from tests.helpers.cli import fork_vae, metrics_of, run_dirs, start_vae, vae
+from vae_cli.checkpoint import load_checkpoint
 
 #: A fast MLP on tiny synthetic data: many short epochs, so signals land mid-training.
 FAST = [
@@ -35,19 +33,6 @@ FAST = [
 ]
 
 
-def start_vae(args: list[str], cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.Popen(
-        [sys.executable, "-m", "vae_cli", *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def wait_for_training(cwd: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
     """Until the run has logged its first line from inside the loop (signal handlers are installed)."""
     deadline = time.monotonic() + timeout
@@ -59,19 +44,11 @@ def wait_for_training(cwd: Path, proc: subprocess.Popen, timeout: float = 120) -
     raise AssertionError(f"training did not start: {proc.poll()}")
 
 
-def metrics_of(run: Path) -> dict:
-    return json.loads((run / "metrics.json").read_text())
-
-
 def assert_same_metrics(got: dict, expected: dict) -> None:
     assert got["steps"] == expected["steps"]
     for split in ("train", "val", "test"):
         for key in ("loss", "recon", "kl"):
             assert got[split][key] == pytest.approx(expected[split][key], rel=1e-5), (split, key)
-
-
-def run_dirs(cwd: Path) -> list[Path]:
-    return sorted(p for p in cwd.glob("outputs/train/*/*") if p.is_dir())
 
 
 def test_sigint_writes_a_checkpoint_that_resumes_to_the_same_result(tmp_path: Path) -> None:
@@ -89,9 +66,9 @@ def test_sigint_writes_a_checkpoint_that_resumes_to_the_same_result(tmp_path: Pa
     ckpt = load_checkpoint(resume)
     assert ckpt["epoch"] < 12
 
-    result = run_vae([*args, f"train.resume={resume}"], interrupted)
+    result = vae([*args, f"train.resume={resume}"], interrupted)
     assert result.returncode == 0, result.stderr
-    assert run_vae(args, straight).returncode == 0
+    assert vae(args, straight).returncode == 0
     assert_same_metrics(metrics_of(run_dirs(interrupted)[-1]), metrics_of(run_dirs(straight)[0]))
 
 
@@ -111,7 +88,7 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
     straight, faulty = tmp_path / "straight", tmp_path / "faulty"
     straight.mkdir(), faulty.mkdir()
     args = ["train", *FAST, "train.epochs=20"]
-    assert run_vae(args, straight).returncode == 0
+    assert vae(args, straight).returncode == 0
     duration = metrics_of(run_dirs(straight)[0])["wall_time_s"]  # the training loop's time, uninterrupted
     rng = random.Random(1234)
     resume: Path | None = None
@@ -140,10 +117,10 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path: Path) -> None:
 
 def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    assert run_vae(["train", *FAST, "train.epochs=1", f"hydra.run.dir={run}"], tmp_path).returncode == 0
+    assert vae(["train", *FAST, "train.epochs=1", f"hydra.run.dir={run}"], tmp_path).returncode == 0
     last = run / "checkpoints" / "last.ckpt"
     before = last.read_bytes()
-    result = run_vae(
+    result = fork_vae(
         ["train", *FAST, "train.epochs=3", "train.lr=1e10", f"train.resume={last}", f"hydra.run.dir={run}"],
         tmp_path,
     )
@@ -157,29 +134,7 @@ def test_a_diverging_run_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path
 
 
 def test_skip_nonfinite_skips_bad_steps_then_gives_up(tmp_path: Path) -> None:
-    result = run_vae(["train", *FAST, "train.epochs=1", "train.lr=1e10", "train.skip_nonfinite=2"], tmp_path)
+    result = fork_vae(["train", *FAST, "train.epochs=1", "train.lr=1e10", "train.skip_nonfinite=2"], tmp_path)
     assert result.returncode == 1
     assert len(re.findall(r"skipped step \d+ of epoch", result.stderr)) == 3
     assert "more than 2 skipped steps" in result.stderr and "Traceback" not in result.stderr
-
-
-def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / "last.ckpt"
-    save_checkpoint(path, {"epoch": 1, "weights": torch.ones(3)})
-
-    def full_disk(*args: object, **kwargs: object) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(torch, "save", full_disk)
-    with pytest.raises(CheckpointError, match="No space left on device; the previous last.ckpt is intact"):
-        save_checkpoint(path, {"epoch": 2})
-    monkeypatch.undo()
-    assert load_checkpoint(path)["epoch"] == 1
-    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left behind
-
-
-def test_two_runs_in_the_same_second_get_separate_folders(tmp_path: Path) -> None:
-    from vae_cli.sweep.callbacks import reserve_folder
-
-    base = tmp_path / "outputs" / "train" / "2026-01-01" / "10-00-00"
-    assert [reserve_folder(base).name for _ in range(3)] == ["10-00-00", "10-00-00_1", "10-00-00_2"]

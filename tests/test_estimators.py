@@ -1,4 +1,4 @@
-"""The importance-weighted bound against the exact log p(x) of a linear-Gaussian model.
+"""The per-example bounds (vae_cli/estimators.py): the importance-weighted bound against the exact log p(x) of a linear-Gaussian model.
 
 Probabilistic PCA, p(z) = N(0, I), p(x|z) = N(Wz + b, s^2 I), has p(x) = N(b, W W^T + s^2 I) in closed
 form and the Gaussian posterior q*(z|x) = N(M^-1 W^T (x - b), s^2 M^-1), M = W^T W + s^2 I. A VAE with a
@@ -16,7 +16,7 @@ from torch import nn
 from torch.distributions import MultivariateNormal
 
 from vae_cli.estimators import importance_weighted_bound, iwae_log_likelihood
-from vae_cli.likelihoods import Bernoulli, Gaussian
+from vae_cli.likelihoods import Gaussian
 from vae_cli.models import VAE
 
 D, d, SIGMA = 6, 2, 0.5
@@ -126,22 +126,3 @@ def test_wider_proposal_also_converges(correlated) -> None:
     model = ppca_vae(w, b, SIGMA, var_scale=2.0)
     gap = (log_px - iwae_log_likelihood(model, x, 2000, chunk=500)).mean()
     assert -0.01 < float(gap) < 0.02
-
-
-@pytest.mark.parametrize(
-    "likelihood", [Bernoulli(), Gaussian("pixel", 0.3, 1e-3)], ids=["bernoulli", "gaussian"]
-)
-def test_log_prob_of_draws_broadcasts_the_data_instead_of_copying_it(likelihood) -> None:
-    """The IWAE scores (s, N, ...) decodings against (N, ...) data by broadcasting: equal to scoring the
-    flattened decodings against the data repeated s times."""
-    g = torch.Generator().manual_seed(0)
-    s, n = 5, 7
-    params = 6 * torch.randn(s * n, likelihood.param_channels, 4, 4, generator=g)
-    for x in (
-        torch.bernoulli(torch.full((n, 1, 4, 4), 0.3), generator=g),
-        torch.rand(n, 1, 4, 4, generator=g),
-    ):
-        expected = likelihood.log_prob(params, x.unsqueeze(0).expand(s, *x.shape).flatten(0, 1)).view(s, n)
-        torch.testing.assert_close(
-            likelihood.log_prob(params.view(s, n, *params.shape[1:]), x), expected, atol=1e-4, rtol=1e-5
-        )

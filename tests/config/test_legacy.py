@@ -1,0 +1,58 @@
+"""Checkpoints written before the per-option schemas (vae_cli/config/legacy.py) still load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vae_cli.likelihoods import create_likelihood
+from vae_cli.models import create_model
+
+
+def test_a_checkpoint_with_the_old_flat_config_sections_loads(tmp_path: Path) -> None:
+    from vae_cli.api import read_checkpoint
+    from vae_cli.checkpoint import save_checkpoint
+    from vae_cli.config import LossConfig, ModelConfig
+    from vae_cli.config.legacy import upgrade_config
+    from vae_cli.errors import CheckpointError
+
+    # the sections as checkpoints written before the per-option schemas hold them: every flat key
+    model = {
+        "name": "conv",
+        "hidden_dims": [512, 256],
+        "channels": [8, 16],
+        "kernel_size": 4,
+        "activation": "relu",
+    }
+    loss = {"name": "bernoulli", "variance": "fixed", "sigma": 0.1, "min_sigma": 0.001}
+    dataset = {
+        "name": "mnist", "image_size": 28, "channels": 1, "binarize": "dynamic", "val_size": 1000,
+        "test_size": 0, "size": 0, "download": True, "in_memory": "auto", "crop": 0, "seed": 0, "path": None,
+        "val_fraction": 0.1, "test_fraction": 0.1, "label_column": None, "standardize": False,
+        "exclude_classes": [],
+    }  # fmt: skip
+    net = create_model(ModelConfig(name="conv", channels=[8, 16], activation="relu"), (1, 28, 28), 3,
+                       create_likelihood(LossConfig(name="bernoulli")))  # fmt: skip
+
+    def write(name: str, **sections: dict) -> Path:
+        config = {"model": model, "loss": loss, "dataset": dataset, "latent_dim": 3, **sections}
+        save_checkpoint(
+            tmp_path / name, {"config": config, "image_shape": [1, 28, 28], "model": net.state_dict()}
+        )
+        return tmp_path / name
+
+    trained = read_checkpoint(write("old.ckpt"), "cpu")
+    assert trained.dataset.binarize == "dynamic" and "crop" not in trained.dataset
+    # what a run resuming from it compares: the same settings as today's config, once upgraded
+    upgraded = upgrade_config({"model": model, "loss": loss, "dataset": dataset})
+    assert upgraded["loss"] == {"name": "bernoulli"}
+    assert upgraded["model"] == {"name": "conv", "channels": [8, 16], "kernel_size": 4, "activation": "relu"}
+    assert trained.model.sample(2).shape == (2, 1, 28, 28)
+    for name, sections, phrase in [
+        ("unknown.ckpt", {"model": {**model, "depth": 3}}, "its model config does not fit"),
+        ("type.ckpt", {"model": {**model, "kernel_size": "big"}}, "its model config does not fit"),
+        ("name.ckpt", {"loss": {**loss, "name": "laplace"}}, "unknown loss 'laplace'"),
+    ]:
+        with pytest.raises(CheckpointError, match=phrase):
+            read_checkpoint(write(name, **sections), "cpu")
