@@ -11,7 +11,7 @@ import pytest
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from tests.conftest import TINY_SYNTHETIC, run_vae
+from tests.conftest import TINY_SYNTHETIC
 from tests.helpers.cli import one_error, vae
 from vae_cli import paths
 from vae_cli.cli import check_added_keys, compose_config, out_of_memory
@@ -20,12 +20,11 @@ from vae_cli.errors import CheckpointError, ConfigError, OutOfMemory
 TRAIN = ["train", *TINY_SYNTHETIC, "train.epochs=1", "train.image_every=0"]
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("inputs")
-    result = run_vae([*TRAIN, f"hydra.run.dir={root / 'run'}"], root)
-    assert result.returncode == 0, result.stderr
-    return root / "run"
+@pytest.fixture
+def run(trained_run: Path) -> Path:
+    """The session's tiny training run (`trained_run`, tests/conftest.py): never changed by these tests
+    (copy it to change it)."""
+    return trained_run
 
 
 # --- 4. vae report key=value -------------------------------------------------------------------------------
@@ -53,14 +52,12 @@ def test_report_takes_key_value_like_every_other_command(tmp_path: Path) -> None
         (["a", "b"], "takes one sweep folder"),
     ],
 )
-def test_report_arguments_it_does_not_take_are_one_line(
-    tmp_path: Path, capsys, monkeypatch, args: list[str], phrase: str
-) -> None:
+def test_report_arguments_it_does_not_take_are_one_line(tmp_path: Path, args: list[str], phrase: str) -> None:
     code, _, err = vae(["report", *args], tmp_path)
     assert phrase in one_error(code, err)
 
 
-def test_report_help_shows_the_key_value_spelling(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_report_help_shows_the_key_value_spelling(tmp_path: Path) -> None:
     code, out, _ = vae(["report", "--help"], tmp_path)
     assert code == 0
     assert "vae report <sweep folder> [out=<folder>] [samples=16] [seed=0] [device=cpu]" in out
@@ -83,7 +80,7 @@ def test_report_help_shows_the_key_value_spelling(tmp_path: Path, capsys, monkey
     ],
 )
 def test_unknown_keys_are_refused_with_a_suggestion_never_a_plus(
-    tmp_path: Path, capsys, monkeypatch, args: list[str], phrase: str
+    tmp_path: Path, args: list[str], phrase: str
 ) -> None:
     code, _, err = vae(["train", *args], tmp_path)
     line = one_error(code, err)
@@ -92,7 +89,7 @@ def test_unknown_keys_are_refused_with_a_suggestion_never_a_plus(
     assert not (tmp_path / "outputs").exists()
 
 
-def test_a_checkpoint_commands_misspelt_key_points_to_its_help(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_a_checkpoint_commands_misspelt_key_points_to_its_help(tmp_path: Path) -> None:
     code, _, err = vae(["sample", "ckpt=x", "tempreature=0.5"], tmp_path)
     line = one_error(code, err)
     assert "did you mean temperature?" in line and "vae sample --help" in line
@@ -112,7 +109,7 @@ def test_plus_on_a_known_key_or_a_group_is_allowed() -> None:
 
 
 @pytest.mark.parametrize("flag", [["--cfg", "job"], ["--cfg", "all"], ["--cfg", "hydra"], ["-c", "job"]])
-def test_cfg_validates_before_it_prints(tmp_path: Path, capsys, monkeypatch, flag: list[str]) -> None:
+def test_cfg_validates_before_it_prints(tmp_path: Path, flag: list[str]) -> None:
     code, out, err = vae(["train", "latent_dim=-1", *flag], tmp_path)
     assert "latent_dim=-1 is invalid" in one_error(code, err)
     assert out == ""
@@ -120,7 +117,7 @@ def test_cfg_validates_before_it_prints(tmp_path: Path, capsys, monkeypatch, fla
     assert "n=0 is invalid" in one_error(code, err) and out == ""
 
 
-def test_cfg_prints_a_valid_config(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_cfg_prints_a_valid_config(tmp_path: Path) -> None:
     code, out, err = vae(["train", "latent_dim=7", "-c", "job"], tmp_path)
     assert code == 0, err
     assert "latent_dim: 7" in out
@@ -156,7 +153,7 @@ def test_tilde_is_expanded_for_every_path_key(monkeypatch: pytest.MonkeyPatch, t
     ]
 
 
-def test_the_readmes_tilde_path_works(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_the_readmes_tilde_path_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     code, _, err = vae(["train", "dataset=image_folder", "dataset.path=~/photos"], tmp_path)
     line = one_error(code, err)  # not Hydra's LexerNoViableAltException: the path, expanded
@@ -167,7 +164,7 @@ def test_the_readmes_tilde_path_works(tmp_path: Path, capsys, monkeypatch) -> No
     assert cfg.dataset.path == str(photos)
 
 
-def test_a_value_the_parser_rejects_says_how_to_quote_it(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_a_value_the_parser_rejects_says_how_to_quote_it(tmp_path: Path) -> None:
     code, _, err = vae(["train", "dataset.label_column=é"], tmp_path)
     line = one_error(code, err)
     assert "dataset.label_column=é" in line and "quote" in line and "\"dataset.label_column='é'\"" in line
@@ -195,7 +192,9 @@ CPU_OOM = (
 )
 
 
-def test_sample_out_of_memory_is_one_line_naming_n(run: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+def test_sample_out_of_memory_is_one_line_naming_n(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import vae_cli.commands.sample as sample
 
     def exhausted(*args: object, **kwargs: object) -> None:
@@ -208,7 +207,9 @@ def test_sample_out_of_memory_is_one_line_naming_n(run: Path, tmp_path: Path, ca
     assert not (tmp_path / "outputs").exists()  # its empty run folder is removed
 
 
-def test_train_out_of_memory_is_one_line_naming_its_settings(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_train_out_of_memory_is_one_line_naming_its_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import vae_cli.commands.train as train
 
     def exhausted(*args: object, **kwargs: object) -> None:
@@ -246,7 +247,7 @@ def test_each_command_names_its_memory_settings(command: str, error: BaseExcepti
 
 
 @pytest.mark.parametrize("flag", ["--version", "-V"])
-def test_version(flag: str, tmp_path: Path, capsys, monkeypatch) -> None:
+def test_version(flag: str, tmp_path: Path) -> None:
     code, out, _ = vae([flag], tmp_path)
     assert code == 0 and out.strip() == f"vae {importlib.metadata.version('vae-cli')}"
 
@@ -264,7 +265,7 @@ def test_version_without_the_distribution_reads_the_checkout(monkeypatch: pytest
 # --- 11. paths that exist but are the wrong kind -----------------------------------------------------------
 
 
-def test_a_device_is_not_a_regular_file_not_missing(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_a_device_is_not_a_regular_file_not_missing(tmp_path: Path) -> None:
     code, _, err = vae(["sample", "ckpt=/dev/zero"], tmp_path)
     line = one_error(code, err)
     assert "/dev/zero is not a regular file" in line and "does not exist" not in line
@@ -274,7 +275,7 @@ def test_a_device_is_not_a_regular_file_not_missing(tmp_path: Path, capsys, monk
         load_checkpoint("/dev/zero")
 
 
-def test_a_run_folder_without_checkpoints_exists_but_holds_none(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_a_run_folder_without_checkpoints_exists_but_holds_none(tmp_path: Path) -> None:
     stopped = tmp_path / "stopped"
     (stopped / ".hydra").mkdir(parents=True)
     (stopped / "checkpoints").mkdir()
@@ -290,8 +291,6 @@ def test_a_run_folder_without_checkpoints_exists_but_holds_none(tmp_path: Path, 
         load_checkpoint(stopped)
 
 
-def test_resuming_from_a_run_folder_points_to_its_last_checkpoint(
-    run: Path, tmp_path: Path, capsys, monkeypatch
-) -> None:
+def test_resuming_from_a_run_folder_points_to_its_last_checkpoint(run: Path, tmp_path: Path) -> None:
     code, _, err = vae([*TRAIN, f"train.resume={run}"], tmp_path)
     assert f"is a folder, not a checkpoint file: pass {run}/checkpoints/last.ckpt" in one_error(code, err)

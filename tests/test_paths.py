@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 from tests.conftest import REPO, TINY_SYNTHETIC, run_vae
 from tests.helpers.cli import one_error, vae
+from tests.helpers.data import TINY_CONV_TRAIN
 from vae_cli import paths
 from vae_cli.errors import ConfigError
 
@@ -31,20 +32,18 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     }
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished tiny training run (never changed by the tests: copy it to change it)."""
-    root = tmp_path_factory.mktemp("safety")
-    result = run_vae([*TRAIN, f"hydra.run.dir={root / 'run'}"], root)
-    assert result.returncode == 0, result.stderr
-    return root / "run"
+@pytest.fixture
+def run(trained_run: Path) -> Path:
+    """The session's tiny training run (`trained_run`, tests/conftest.py): never changed by these tests
+    (copy it to change it)."""
+    return trained_run
 
 
 # --- 1. training into a folder that holds a run ------------------------------------------------------------
 
 
 def test_training_into_a_folder_holding_a_run_is_refused_before_anything_is_written(
-    run: Path, tmp_path: Path, capsys, monkeypatch
+    run: Path, tmp_path: Path
 ) -> None:
     before = snapshot(run)
     code, _, err = vae([*TRAIN, f"hydra.run.dir={run}"], tmp_path)
@@ -56,9 +55,7 @@ def test_training_into_a_folder_holding_a_run_is_refused_before_anything_is_writ
 
 
 @pytest.mark.parametrize("marker", ["checkpoints/", "metrics.json", "tensorboard/", ".hydra/", "train.log"])
-def test_each_trace_of_a_run_marks_the_folder_as_taken(
-    marker: str, tmp_path: Path, capsys, monkeypatch
-) -> None:
+def test_each_trace_of_a_run_marks_the_folder_as_taken(marker: str, tmp_path: Path) -> None:
     folder = tmp_path / "old"
     folder.mkdir()
     (folder / marker.rstrip("/")).mkdir() if marker.endswith("/") else (folder / marker).write_text("x")
@@ -96,12 +93,14 @@ def test_resuming_into_the_same_folder_continues_the_run(run: Path, tmp_path: Pa
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
     last = copy / "checkpoints" / "last.ckpt"
-    result = run_vae([*TRAIN, "train.epochs=2", f"train.resume={last}", f"hydra.run.dir={copy}"], tmp_path)
+    result = run_vae(
+        [*TINY_CONV_TRAIN, "train.epochs=2", f"train.resume={last}", f"hydra.run.dir={copy}"], tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads((copy / "metrics.json").read_text())["epochs"] == 2
 
 
-def test_a_sweep_folder_holding_a_sweep_is_refused(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_a_sweep_folder_holding_a_sweep_is_refused(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     (sweep / "0" / ".hydra").mkdir(parents=True)
     (sweep / "multirun.yaml").write_text("hydra: {}\n")
@@ -124,7 +123,7 @@ def test_a_sweep_folder_holding_a_sweep_is_refused(tmp_path: Path, capsys, monke
     ],
 )
 def test_out_naming_a_training_run_is_refused(
-    run: Path, tmp_path: Path, capsys, monkeypatch, command: str, extra: list[str], suggested: str
+    run: Path, tmp_path: Path, command: str, extra: list[str], suggested: str
 ) -> None:
     before = snapshot(run)
     code, _, err = vae([command, f"ckpt={run}", f"out={run}", *extra], tmp_path)
@@ -134,9 +133,7 @@ def test_out_naming_a_training_run_is_refused(
     assert not (tmp_path / "outputs").exists()
 
 
-def test_out_naming_a_sweep_job_or_another_commands_run_is_refused(
-    run: Path, tmp_path: Path, capsys, monkeypatch
-) -> None:
+def test_out_naming_a_sweep_job_or_another_commands_run_is_refused(run: Path, tmp_path: Path) -> None:
     job = tmp_path / "sweep" / "3"
     (job / ".hydra").mkdir(parents=True)
     (job / ".hydra" / "overrides.yaml").write_text("- beta=4\n")
@@ -158,7 +155,7 @@ def test_output_dir_refuses_another_run_but_takes_its_own_run_folder(run: Path, 
 
 
 def test_the_suggested_folder_inside_a_run_gets_the_outputs_but_not_hydras_files(
-    run: Path, tmp_path: Path, capsys, monkeypatch
+    run: Path, tmp_path: Path
 ) -> None:
     """out=<run>/samples: the outputs go there; Hydra's .hydra/ and log go to outputs/sample/..., so that
     `vae report` never takes the folder for a sweep job."""
@@ -173,7 +170,7 @@ def test_the_suggested_folder_inside_a_run_gets_the_outputs_but_not_hydras_files
     assert (hydra_run / ".hydra").is_dir()
 
 
-def test_a_new_or_empty_out_folder_is_used(run: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+def test_a_new_or_empty_out_folder_is_used(run: Path, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     code, _, err = vae(["sample", f"ckpt={run}", f"out={empty}", "n=4"], tmp_path)
@@ -184,9 +181,7 @@ def test_a_new_or_empty_out_folder_is_used(run: Path, tmp_path: Path, capsys, mo
 # --- 3. out=<file> -----------------------------------------------------------------------------------------
 
 
-def test_out_naming_a_file_writes_that_file_and_its_others_beside_it(
-    run: Path, tmp_path: Path, capsys, monkeypatch
-) -> None:
+def test_out_naming_a_file_writes_that_file_and_its_others_beside_it(run: Path, tmp_path: Path) -> None:
     target = tmp_path / "my outputs é" / "grid.png"  # a space and a non-ASCII letter, as typed
     code, _, err = vae(["sample", f"ckpt={run}", f"out={target}", "n=4", "save_tensor=true"], tmp_path)
     assert code == 0, err
@@ -232,11 +227,11 @@ def test_an_existing_output_file_is_never_overwritten(tmp_path: Path) -> None:
 
 
 def test_the_run_folder_follows_out_only_when_out_is_a_folder(tmp_path: Path) -> None:
-    from vae_cli.cli import _compose
+    from vae_cli.config.compose import compose_run
 
-    _, hydra_node = _compose(["ckpt=x", f"out={tmp_path / 'samples.png'}"], "sample")
+    _, hydra_node = compose_run(["ckpt=x", f"out={tmp_path / 'samples.png'}"], "sample")
     assert hydra_node.run_dir.startswith("outputs/sample/")
-    _, hydra_node = _compose(["ckpt=x", f"out={tmp_path / 'folder'}"], "sample")
+    _, hydra_node = compose_run(["ckpt=x", f"out={tmp_path / 'folder'}"], "sample")
     assert hydra_node.run_dir == str(tmp_path / "folder")
 
 
@@ -252,7 +247,7 @@ def test_the_run_folder_follows_out_only_when_out_is_a_folder(tmp_path: Path) ->
     ],
 )
 def test_out_or_a_run_folder_naming_an_existing_file_is_one_line(
-    run: Path, tmp_path: Path, capsys, monkeypatch, args: list[str], phrase: str
+    run: Path, tmp_path: Path, args: list[str], phrase: str
 ) -> None:
     file = tmp_path / "notes.txt"
     file.write_text("mine\n")
@@ -263,7 +258,7 @@ def test_out_or_a_run_folder_naming_an_existing_file_is_one_line(
 
 
 @pytest.mark.parametrize("key", ["hydra.run.dir", "hydra.sweep.dir"])
-def test_training_into_a_file_is_one_line(key: str, tmp_path: Path, capsys, monkeypatch) -> None:
+def test_training_into_a_file_is_one_line(key: str, tmp_path: Path) -> None:
     file = tmp_path / "notes.txt"
     file.write_text("mine\n")
     multirun = ["-m"] if key == "hydra.sweep.dir" else []
@@ -315,7 +310,7 @@ def test_a_missing_checkpoint_fails_before_torch_loads_and_leaves_nothing(tmp_pa
     ],
 )
 def test_cheap_facts_are_checked_before_any_folder_is_made(
-    run: Path, tmp_path: Path, capsys, monkeypatch, args: list[str], phrase: str
+    run: Path, tmp_path: Path, args: list[str], phrase: str
 ) -> None:
     fill = {"run": run, "tmp": tmp_path}
     code, _, err = vae([a.format(**fill) for a in args], tmp_path)
@@ -323,7 +318,7 @@ def test_cheap_facts_are_checked_before_any_folder_is_made(
     assert not (tmp_path / "outputs").exists()
 
 
-def test_vae_data_dir_pointing_at_a_file_is_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_vae_data_dir_pointing_at_a_file_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     file = tmp_path / "data.txt"
     file.write_text("not a folder\n")
     monkeypatch.setenv("VAE_DATA_DIR", str(file))
@@ -332,9 +327,7 @@ def test_vae_data_dir_pointing_at_a_file_is_one_line(tmp_path: Path, capsys, mon
     assert not (tmp_path / "outputs").exists()
 
 
-def test_a_run_that_fails_before_writing_anything_leaves_no_folder(
-    run: Path, tmp_path: Path, capsys, monkeypatch
-) -> None:
+def test_a_run_that_fails_before_writing_anything_leaves_no_folder(run: Path, tmp_path: Path) -> None:
     """A truncated checkpoint passes the cheap checks (it is a zip archive) and fails when torch reads it:
     the run folder Hydra had made by then (only .hydra/ and the log) is removed."""
     truncated = tmp_path / "bad.ckpt"
@@ -367,7 +360,7 @@ def test_a_failed_run_keeps_what_it_did_not_make(tmp_path: Path) -> None:
 
 
 def test_checkpoint_commands_get_a_folder_of_their_own(
-    run: Path, tmp_path: Path, capsys, monkeypatch
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two runs started in the same second never share outputs/<command>/<date>/<time>."""
     from vae_cli.cli import check_command_line

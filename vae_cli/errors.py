@@ -142,3 +142,38 @@ def describe(ex: BaseException) -> str:
         if cause_text and cause_text not in text:
             text = f"{text}: {cause_text}"
     return text
+
+
+#: the settings that decide how much memory each command needs, in the order to lower them
+MEMORY_SETTINGS: dict[str, tuple[str, ...]] = {
+    "train": ("train.batch_size", "dataset.image_size", "objective.k"),
+    "sample": ("n",),
+    "reconstruct": ("n",),
+    "evaluate": ("batch_size", "chunk", "iwae_k"),
+    "score": ("batch_size", "chunk", "iwae_k"),
+}
+
+
+def out_of_memory(e: BaseException, command: str, cfg: Any) -> OutOfMemory | None:
+    """A one-line error naming the settings to lower when `e` is running out of memory (torch's CPU or
+    CUDA allocator, or Python's MemoryError); None for any other error."""
+    from omegaconf import OmegaConf
+
+    text = str(e)
+    cpu_allocator = isinstance(e, RuntimeError) and "DefaultCPUAllocator" in text
+    if isinstance(e, MemoryError) or cpu_allocator:
+        where = "memory (RAM)"
+    elif type(e).__name__ == "OutOfMemoryError" or (isinstance(e, RuntimeError) and "out of memory" in text):
+        where = "GPU memory" if "CUDA" in text or "cuda" in text else "memory"
+    else:
+        return None
+    shown, keys = [], []
+    for key in MEMORY_SETTINGS.get(command, ()):
+        if OmegaConf.select(cfg, key, default="<absent>") == "<absent>":
+            continue  # e.g. objective.k under objective=elbo
+        value = OmegaConf.select(cfg, key)
+        shown.append(f"{key}={value}" if value is not None else f"{key} (automatic)")
+        keys.append(key)
+    settings = f" with {', '.join(shown)}" if shown else ""
+    lower = f": lower {' or '.join(keys)}" if keys else ""
+    return OutOfMemory(f"out of {where}{settings}{lower}")

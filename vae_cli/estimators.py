@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import torch
 
-from vae_cli.console import batch_progress, console
+from vae_cli.console import batch_progress, console, duration
 from vae_cli.data import make_batches, prepare_batch
 from vae_cli.data.base import Split
 from vae_cli.models import VAE
@@ -69,16 +69,6 @@ class ProgressLog:
             duration(left),
         )
         self.last, self.logged_tenths = now, tenths
-
-
-def duration(seconds: float) -> str:
-    """`42 s`, `3 min 05 s`, `2 h 07 min`."""
-    s = max(0, round(seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
 class ImportanceEstimate(NamedTuple):

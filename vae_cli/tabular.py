@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vae_cli.data.readers import csv_columns
 from vae_cli.io import write_atomically, write_text
 
 log = logging.getLogger("vae")
@@ -57,13 +58,9 @@ def feature_names(trained, num_features: int, data_dir: str | None = None) -> li
     candidates = [given] if given.is_absolute() else [given, root / given]
     for candidate in candidates:
         try:
-            with open(candidate, newline="", encoding="utf-8-sig") as f:
-                header = next((row for row in csv.reader(f) if any(v.strip() for v in row)), [])
+            columns = csv_columns(candidate)  # named as dataset=tensor names them
         except (OSError, UnicodeDecodeError, csv.Error):
             continue
-        columns = [v.strip() for v in header]
-        if all(_is_number(v) for v in columns):  # no header row: the reader names the columns 0, 1, ...
-            columns = [str(i) for i in range(len(columns))]
         label = trained.dataset.get("label_column")
         names = [c for c in columns if c != label]
         if len(names) == num_features:
@@ -91,11 +88,3 @@ def write_vectors(
     write_text(csv_path, buffer.getvalue())
     write_atomically(npy_path, lambda f: np.save(f, array))
     return [csv_path, npy_path]
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False

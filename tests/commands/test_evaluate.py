@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.cli import Result, vae_all
+from tests.helpers.cli import ok, run_folder, vae_all
 from tests.helpers.data import LATENT, SIZE
 
 
@@ -23,19 +23,6 @@ def runs(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
         "evaluate_val_b": ["evaluate", f"ckpt={ckpt}", "iwae_k=64", "seed=1", "split=val", f"out={out}/eb"],
     }
     return {"root": root / "runs", "run_dir": trained_run, "out": out, **vae_all(commands, root / "runs")}
-
-
-def ok(runs: dict, name: str) -> Result:
-    result = runs[name]
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr
-    return result
-
-
-def run_folder(runs: dict, name: str, command: str) -> Path:
-    """The outputs/<command>/<date>/<time>/ folder that run `name` wrote (in its own working folder)."""
-    (folder,) = (runs["root"] / name / "outputs" / command).glob("*/*")
-    return folder
 
 
 def test_evaluate_writes_finite_ordered_metrics(runs) -> None:

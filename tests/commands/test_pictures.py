@@ -58,6 +58,14 @@ def command(name: str, run_dir: Path, out: Path, *overrides: str) -> dict:
     return run(cfg, out)
 
 
+def grid_of(model: dict, name: str, folder: str, *overrides: str) -> tuple[int, int]:
+    """(width, height) of the grid that command `name` of model["run_dir"] writes in model["root"]/folder."""
+    out = model["root"] / folder
+    command(name, model["run_dir"], out, *overrides)
+    picture = {"sample": "samples.png", "reconstruct": "reconstructions.png"}[name]
+    return png(out / picture).shape[::-1]
+
+
 @pytest.fixture(scope="module")
 def grey(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A model of grey 16x16 images trained binarised (dynamic): its originals are not binary."""
@@ -108,12 +116,9 @@ def test_reconstruct_shows_the_grey_originals_above_reconstructions_of_the_binar
 
 
 def test_reconstruct_cells_are_at_least_64_pixels_by_default(grey: dict) -> None:
-    out = grey["root"] / "rec_default"
-    command("reconstruct", grey["run_dir"], out, "n=6", "nrow=3")
-    assert png(out / "reconstructions.png").shape[::-1] == grid_size(rows=4, cols=3, scale=4)
-    out2 = grey["root"] / "rec_scale2"
-    command("reconstruct", grey["run_dir"], out2, "n=6", "nrow=3", "scale=2")
-    assert png(out2 / "reconstructions.png").shape[::-1] == grid_size(rows=4, cols=3, scale=2)
+    assert grid_of(grey, "reconstruct", "rec_default", "n=6", "nrow=3") == grid_size(rows=4, cols=3, scale=4)
+    scale2 = grid_of(grey, "reconstruct", "rec_scale2", "n=6", "nrow=3", "scale=2")
+    assert scale2 == grid_size(rows=4, cols=3, scale=2)
 
 
 def test_tensorboard_reconstructions_show_the_grey_originals_too(
@@ -204,12 +209,8 @@ def shapes(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_sample_grid_cells_are_at_least_64_pixels_unless_scale_1(shapes: dict) -> None:
-    out = shapes["root"] / "samples"
-    command("sample", shapes["run_dir"], out, "n=6", "nrow=3")
-    assert png(out / "samples.png").shape[::-1] == grid_size(rows=2, cols=3, scale=4)
-    out1 = shapes["root"] / "samples1"
-    command("sample", shapes["run_dir"], out1, "n=6", "nrow=3", "scale=1")
-    assert png(out1 / "samples.png").shape[::-1] == grid_size(rows=2, cols=3)
+    assert grid_of(shapes, "sample", "samples", "n=6", "nrow=3") == grid_size(rows=2, cols=3, scale=4)
+    assert grid_of(shapes, "sample", "samples1", "n=6", "nrow=3", "scale=1") == grid_size(rows=2, cols=3)
 
 
 def _spy_labels(monkeypatch: pytest.MonkeyPatch) -> list[dict]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.cli import Result, vae_all
+from tests.helpers.cli import ok, run_folder, vae_all
 from tests.helpers.data import SIZE, grid_size, png_size, write_inputs
 
 
@@ -27,19 +27,6 @@ def runs(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
         "reconstruct_input": ["reconstruct", f"ckpt={trained_run}", f"input={inputs}"],
     }
     return {"root": root / "runs", "run_dir": trained_run, **vae_all(commands, root / "runs")}
-
-
-def ok(runs: dict, name: str) -> Result:
-    result = runs[name]
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr
-    return result
-
-
-def run_folder(runs: dict, name: str, command: str) -> Path:
-    """The outputs/<command>/<date>/<time>/ folder that run `name` wrote (in its own working folder)."""
-    (folder,) = (runs["root"] / name / "outputs" / command).glob("*/*")
-    return folder
 
 
 def test_reconstruct_puts_originals_above_reconstructions(runs) -> None:

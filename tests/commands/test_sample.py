@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers.cli import Result, vae_all
+from tests.helpers.cli import ok, run_folder, vae_all
 from tests.helpers.data import LATENT, SIZE, grid_size, png_size
 
 
@@ -51,19 +51,6 @@ def runs(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     }
     results = vae_all(commands, root / "runs")
     return {"root": root / "runs", "run_dir": run_dir, "out": out, "events_before": events_before, **results}
-
-
-def ok(runs: dict, name: str) -> Result:
-    result = runs[name]
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr
-    return result
-
-
-def run_folder(runs: dict, name: str, command: str) -> Path:
-    """The outputs/<command>/<date>/<time>/ folder that run `name` wrote (in its own working folder)."""
-    (folder,) = (runs["root"] / name / "outputs" / command).glob("*/*")
-    return folder
 
 
 def test_sample_writes_a_grid_and_the_tensor_and_logs_to_the_run(runs) -> None:

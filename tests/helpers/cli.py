@@ -341,6 +341,20 @@ def only_run_dir(cwd: Path, command: str = "train") -> Path:
     return runs[0]
 
 
+def ok(runs: dict[str, Result], name: str) -> Result:
+    """Run `name` of a table of runs (vae_all's), which must have succeeded without a traceback."""
+    result = runs[name]
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    return result
+
+
+def run_folder(runs: dict, name: str, command: str) -> Path:
+    """The outputs/<command>/<date>/<time>/ folder that run `name` of a table of runs wrote in its own
+    working folder, runs["root"]/<name>/ (vae_all's)."""
+    return only_run_dir(runs["root"] / name, command)
+
+
 def metrics_of(run: Path) -> dict:
     return json.loads((run / "metrics.json").read_text())
 

@@ -17,21 +17,28 @@ from tests.helpers.data import TINY_SYNTHETIC
 from vae_cli.checkpoint import load_checkpoint
 
 
+def straight_and_resumed(root: Path, options: list[str], epochs: int, *straight: str) -> dict[str, Path]:
+    """`vae train` of `options` for `epochs` epochs in root/<name>/ for each of `straight`, and for one
+    epoch in root/first/ and then resumed to `epochs` in root/resumed/: name -> its run folder."""
+    names = (*straight, "first", "resumed")
+    for name in names:
+        (root / name).mkdir()
+    for name in straight:
+        assert vae(["train", *options, f"train.epochs={epochs}"], root / name).returncode == 0
+    assert vae(["train", *options, "train.epochs=1"], root / "first").returncode == 0
+    last = only_run_dir(root / "first") / "checkpoints" / "last.ckpt"
+    result = vae(["train", *options, f"train.epochs={epochs}", f"train.resume={last}"], root / "resumed")
+    assert result.returncode == 0, result.stderr
+    return {name: only_run_dir(root / name) for name in names}
+
+
 def test_resume_equals_uninterrupted_and_seed_is_deterministic(tmp_path: Path) -> None:
     common = [*TINY_SYNTHETIC, "train.image_every=0", "train.kl_warmup_epochs=1.5"]
-    straight, again, first, resumed = (tmp_path / name for name in ("straight", "again", "first", "resumed"))
-    for folder in (straight, again, first, resumed):
-        folder.mkdir()
-    assert vae(["train", *common, "train.epochs=3"], straight).returncode == 0
-    assert vae(["train", *common, "train.epochs=3"], again).returncode == 0
-    assert vae(["train", *common, "train.epochs=1"], first).returncode == 0
-    last = only_run_dir(first) / "checkpoints" / "last.ckpt"
-    result = vae(["train", *common, "train.epochs=3", f"train.resume={last}"], resumed)
-    assert result.returncode == 0, result.stderr
+    runs = straight_and_resumed(tmp_path, common, 3, "straight", "again")
 
-    expected = json.loads((only_run_dir(straight) / "metrics.json").read_text())
-    for folder in (again, resumed):
-        got = json.loads((only_run_dir(folder) / "metrics.json").read_text())
+    expected = json.loads((runs["straight"] / "metrics.json").read_text())
+    for folder in (runs["again"], runs["resumed"]):
+        got = json.loads((folder / "metrics.json").read_text())
         assert got["steps"] == expected["steps"]
         for split in ("train", "val", "test"):
             for key in ("loss", "recon", "kl"):
@@ -39,8 +46,8 @@ def test_resume_equals_uninterrupted_and_seed_is_deterministic(tmp_path: Path) -
                     folder,
                     split,
                 )
-    a = load_checkpoint(only_run_dir(straight) / "checkpoints" / "last.ckpt")["model"]
-    b = load_checkpoint(only_run_dir(resumed) / "checkpoints" / "last.ckpt")["model"]
+    a = load_checkpoint(runs["straight"] / "checkpoints" / "last.ckpt")["model"]
+    b = load_checkpoint(runs["resumed"] / "checkpoints" / "last.ckpt")["model"]
     for key in a:
         torch.testing.assert_close(a[key], b[key])
 
@@ -67,22 +74,15 @@ def test_all_options_train_end_to_end_and_resume_exactly(tmp_path: Path) -> None
         "train.ema=0.9",
         "train.image_every=0",
     ]
-    straight, first, resumed = (tmp_path / n for n in ("straight", "first", "resumed"))
-    for folder in (straight, first, resumed):
-        folder.mkdir()
-    assert vae(["train", *options, "train.epochs=2"], straight).returncode == 0
-    assert vae(["train", *options, "train.epochs=1"], first).returncode == 0
-    last = only_run_dir(first) / "checkpoints" / "last.ckpt"
-    result = vae(["train", *options, "train.epochs=2", f"train.resume={last}"], resumed)
-    assert result.returncode == 0, result.stderr
+    runs = straight_and_resumed(tmp_path, options, 2, "straight")
 
-    expected = json.loads((only_run_dir(straight) / "metrics.json").read_text())
-    got = json.loads((only_run_dir(resumed) / "metrics.json").read_text())
+    expected = json.loads((runs["straight"] / "metrics.json").read_text())
+    got = json.loads((runs["resumed"] / "metrics.json").read_text())
     for split in ("train", "val", "test"):
         assert got[split]["loss"] == pytest.approx(expected[split]["loss"], rel=1e-5)
         assert math.isfinite(got[split]["neg_elbo"]) and got[split]["loss"] <= got[split]["neg_elbo"] + 1.0
 
-    ckpt = load_checkpoint(only_run_dir(straight) / "checkpoints" / "last.ckpt")
+    ckpt = load_checkpoint(runs["straight"] / "checkpoints" / "last.ckpt")
     assert ckpt["ema"] is not None and ckpt["scheduler"] is not None
     # The saved "model" is the EMA's average, not the raw weights the optimiser stepped.
     assert any(not torch.equal(ckpt["model"][k], ckpt["train_model"][k]) for k in ckpt["model"])

@@ -33,6 +33,13 @@ def _is_labels(value: Any) -> bool:
 LABELS = (_is_labels, "must be a label or a list of labels, e.g. 9 or [7,9] or cats")
 
 
+def draws_key(default: int, help: str, minimum: int, note: str = "") -> int:
+    """A number of draws z ~ q(z|x) per example, bounded: each costs a decoder pass over the split."""
+    return key(
+        default, help, min=minimum, lt=DRAWS_MAX + 1, rule=f"must be in [{minimum}, {DRAWS_MAX}]{note}"
+    )
+
+
 def scale_key(what: str = "the grid's") -> int | None:
     return key(
         None,
@@ -134,12 +141,11 @@ class EvaluateAppConfig(FromCheckpointConfig):
     seed: int = seed_key(0, "seeds the importance samples and the binarisation draw")
     log_to_run: bool = key(False, "also log the metrics to the training run's TensorBoard")
     split: str = key("test", "the split evaluated", choices=SPLITS)
-    iwae_k: int = key(
+    iwae_k: int = draws_key(
         1000,
         "importance samples per example for the bound on log p(x) (Burda et al. 2015)",
-        min=1,
-        lt=DRAWS_MAX + 1,
-        rule=f"must be in [1, {DRAWS_MAX}] (Burda et al. use 5000)",
+        1,
+        " (Burda et al. use 5000)",
     )
     batch_size: int = key(256, "images encoded at a time", min=1)
     chunk: int | None = key(
@@ -173,20 +179,13 @@ class ScoreAppConfig(FromCheckpointConfig):
         ".npy/.npz/.pt/.csv file (write ./test for a folder called test)",
         check=(lambda v: bool(str(v).strip()), "pass train|val|test, a folder or a file"),
     )
-    iwae_k: int = key(
+    iwae_k: int = draws_key(
         0,
         "0: score = -ELBO | k > 0: score = -IWAE_k, the tighter estimate of -log p(x)",
-        min=0,
-        lt=DRAWS_MAX + 1,
-        rule=f"must be in [0, {DRAWS_MAX}] (0 scores by -ELBO; Burda et al. use 5000)",
+        0,
+        " (0 scores by -ELBO; Burda et al. use 5000)",
     )
-    elbo_samples: int = key(
-        16,
-        "iwae_k=0: draws z ~ q(z|x) averaged in the reconstruction term",
-        min=1,
-        lt=DRAWS_MAX + 1,
-        rule=f"must be in [1, {DRAWS_MAX}]",
-    )
+    elbo_samples: int = draws_key(16, "iwae_k=0: draws z ~ q(z|x) averaged in the reconstruction term", 1)
     batch_size: int = key(256, "examples encoded at a time", min=1)
     chunk: int | None = key(
         None, "importance samples decoded at a time; null: automatic", min=1, rule=AUTO_CHUNK

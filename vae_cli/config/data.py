@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from omegaconf import MISSING, DictConfig
 
-from vae_cli.config.fields import GroupBase, check, check_node, key, option
+from vae_cli.config.fields import GroupBase, check, check_node, choice, key, option
 
 BINARIZE = ("none", "static", "dynamic")
 NAME = "the dataset, chosen with dataset=<name>"
@@ -39,12 +39,13 @@ class DatasetConfig(GroupBase):
 
     name: str = key(MISSING, NAME)
     binarize: str = key("none", PIXELS, choices=BINARIZE, ignore_case=True)
-    in_memory: str = key(
+    in_memory: str = choice(
         "auto",
         "auto: batches from memory when the data is there, else a DataLoader | true: load it all into memory "
         "first | false: always a DataLoader",
-        choices=("auto", "true", "false"),
-        ignore_case=True,
+        "auto",
+        "true",
+        "false",
     )
     seed: int = seed_key(
         0, "the data's own seed: the held-out splits, static binarisation, synthetic generation"

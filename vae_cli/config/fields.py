@@ -103,6 +103,11 @@ def key(
     return dataclasses.field(default=default, metadata={SPEC: spec})
 
 
+def choice(default: str, help: str, *choices: str) -> Any:
+    """A key that takes one of `choices`, in any letter case (`train.optimizer=AdamW` is adamw)."""
+    return key(default, help, choices=choices, ignore_case=True)
+
+
 def spec_of(f: dataclasses.Field) -> Spec | None:
     return f.metadata.get(SPEC)
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from omegaconf import MISSING
 
-from vae_cli.config.fields import GroupBase, key, option
+from vae_cli.config.fields import GroupBase, choice, key, option
 
 NAME = "the likelihood p(x|z), chosen with loss=<name>"
 
@@ -34,11 +34,12 @@ class GaussianConfig(LossConfig):
     """Gaussian likelihood, for continuous pixels (or standardised features)."""
 
     name: str = key("gaussian", NAME)
-    variance: str = key(
+    variance: str = choice(
         "global",
         "fixed: sigma below | global: one learned sigma | pixel: the decoder predicts each pixel's sigma",
-        choices=("fixed", "global", "pixel"),
-        ignore_case=True,
+        "fixed",
+        "global",
+        "pixel",
     )
     sigma: float = key(0.1, "the fixed sigma, or the starting value of a learned one", gt=0)
     min_sigma: float = key(0.001, "the floor of a learned sigma", gt=0)

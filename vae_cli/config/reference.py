@@ -16,9 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
-from vae_cli.config import COMMAND_SCHEMAS, GROUPS, OPTIONS, TrainAppConfig, register_configs
+from vae_cli.config import COMMAND_SCHEMAS, GROUPS, OPTIONS, TrainAppConfig
+from vae_cli.config.compose import config_dir
 from vae_cli.config.fields import GroupBase, Spec, default_of, schema_of, spec_of, type_hints
 
 COMMANDS = ("train", *COMMAND_SCHEMAS)
@@ -85,7 +86,7 @@ def summary(typ: type) -> str:
 def yaml_options(group: str) -> dict[str, str]:
     """option -> the first line of its description, for the YAML groups (experiment, ...)."""
     out = {}
-    for path in sorted((_conf_dir() / group).glob("*.yaml")):
+    for path in sorted((config_dir() / group).glob("*.yaml")):
         lines = [ln[1:].strip() for ln in path.read_text().splitlines() if ln.startswith("#")]
         out[path.stem] = next((ln for ln in lines if ln and not ln.startswith("@package")), "")
     return out
@@ -93,7 +94,7 @@ def yaml_options(group: str) -> dict[str, str]:
 
 def default_choices() -> dict[str, str | None]:
     """group -> the option conf/train.yaml's defaults list picks (None: none)."""
-    defaults = OmegaConf.load(_conf_dir() / "train.yaml").get("defaults", [])
+    defaults = OmegaConf.load(config_dir() / "train.yaml").get("defaults", [])
     picked: dict[str, str | None] = {}
     for entry in defaults:
         if isinstance(entry, DictConfig):
@@ -170,28 +171,11 @@ def _plain_overrides(args: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _compose(command: str, overrides: list[str]) -> tuple[DictConfig, dict[str, Any]]:
-    """What vae_cli.cli.compose_config does, also returning the chosen option of each group."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    """The config `vae <command> <overrides>` would run with, and the chosen option of each group."""
+    from vae_cli.config.compose import compose_run
 
-    register_configs()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(_conf_dir()), version_base="1.3"):
-            cfg = compose(config_name=command, overrides=overrides, return_hydra_config=True)
-    finally:
-        GlobalHydra.instance().clear()
-    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    OmegaConf.resolve(cfg)
-    return cfg, choices
-
-
-def _conf_dir() -> Path:
-    from vae_cli.cli import config_dir
-
-    return config_dir()
+    cfg, hydra_node = compose_run(overrides, command)
+    return cfg, OmegaConf.to_container(hydra_node.choices)
 
 
 # --- docs/configuration.md -------------------------------------------------------------------------------

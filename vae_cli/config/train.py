@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from omegaconf import MISSING, DictConfig
 
 from vae_cli.config.data import DatasetConfig, seed_key, validate_own_data
-from vae_cli.config.fields import check, check_node, key
+from vae_cli.config.fields import check, check_node, choice, key
 from vae_cli.config.likelihoods import LossConfig
 from vae_cli.config.models import ModelConfig
 from vae_cli.config.objectives import ObjectiveConfig
@@ -37,11 +37,12 @@ class TrainConfig:
         min=0,
         rule="must be >= 0, or null for automatic",
     )
-    precision: str = key(
+    precision: str = choice(
         "32",
         "the floating-point precision of training; 16-mixed needs a CUDA device",
-        choices=("32", "bf16-mixed", "16-mixed"),
-        ignore_case=True,
+        "32",
+        "bf16-mixed",
+        "16-mixed",
     )
     compile: bool = key(False, "torch.compile the model")
     image_every: int = key(1, "epochs between image grids in TensorBoard; 0 disables them", min=0)
@@ -52,11 +53,12 @@ class TrainConfig:
     skip_nonfinite: int = key(
         0, "skip up to this many steps whose loss or gradient is NaN/inf; 0 stops at the first", min=0
     )
-    denoise: str = key(
+    denoise: str = choice(
         "none",
         "a denoising VAE: train on corrupted inputs (gaussian noise or a pixel mask), score the clean ones",
-        choices=("none", "gaussian", "mask"),
-        ignore_case=True,
+        "none",
+        "gaussian",
+        "mask",
     )
     noise_level: float = key(
         0.0, "gaussian: the noise's std (pixels in [0, 1]) | mask: the share of pixels zeroed", min=0
@@ -66,11 +68,12 @@ class TrainConfig:
         "nats: each latent dimension's batch-mean KL counts at least this much in the loss (0: off)",
         min=0,
     )
-    scheduler: str = key(
+    scheduler: str = choice(
         "none",
         "the lr schedule: cosine decays it per step to min_lr, plateau halves it when the val loss stalls",
-        choices=("none", "cosine", "plateau"),
-        ignore_case=True,
+        "none",
+        "cosine",
+        "plateau",
     )
     min_lr: float = key(0.0, "cosine: the final learning rate", min=0)
     plateau_factor: float = key(

@@ -436,11 +436,8 @@ def read_csv(path: Path, label_column: str | None) -> tuple[torch.Tensor, list[s
         raise DataError(f"cannot read {path} as CSV ({_first_line(e)})") from None
     if not rows:
         raise DataError(f"{path} is empty: expected a header row and one row per example")
-    header = [v.strip() for v in rows[0][1]]
-    if all(_is_number(v) for v in header):  # no header: columns are named by position
-        columns, body = [str(i) for i in range(len(header))], rows
-    else:
-        columns, body = header, rows[1:]
+    columns, has_header = column_names(rows[0][1])
+    body = rows[1:] if has_header else rows
     if not body:
         raise DataError(f"{path} has a header but no rows of data")
     if label_column is not None and label_column not in columns:
@@ -476,6 +473,23 @@ def read_csv(path: Path, label_column: str | None) -> tuple[torch.Tensor, list[s
         if label_at >= 0:
             labels.append(row[label_at].strip())
     return torch.from_numpy(values), (labels if label_at >= 0 else None)
+
+
+def column_names(first_row: list[str]) -> tuple[list[str], bool]:
+    """(the columns' names, whether the first row is a header): a first row of numbers is data, and the
+    columns are then named by position, 0, 1, 2, ..."""
+    header = [v.strip() for v in first_row]
+    if all(_is_number(v) for v in header):
+        return [str(i) for i in range(len(header))], False
+    return header, True
+
+
+def csv_columns(path: Path) -> list[str]:
+    """A CSV file's column names, read from its first line only (OSError, UnicodeDecodeError or
+    csv.Error when it cannot be read)."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        first = next((row for row in csv.reader(f) if any(v.strip() for v in row)), [])
+    return column_names(first)[0]
 
 
 def _is_number(text: str) -> bool:

@@ -39,18 +39,16 @@ class Dist:
 
     def any(self, flag: bool, device: torch.device) -> bool:
         """True on every rank if it is true on any rank (e.g. one rank got Ctrl-C)."""
-        if not self.enabled:
-            return flag
-        t = torch.tensor(float(flag), device=device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
+        return self._vote(flag, device, dist.ReduceOp.MAX) if self.enabled else flag
 
     def all(self, flag: bool, device: torch.device) -> bool:
         """True on every rank only if it is true on every rank."""
-        if not self.enabled:
-            return flag
+        return self._vote(flag, device, dist.ReduceOp.MIN) if self.enabled else flag
+
+    @staticmethod
+    def _vote(flag: bool, device: torch.device, op: dist.ReduceOp) -> bool:
         t = torch.tensor(float(flag), device=device)
-        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        dist.all_reduce(t, op=op)
         return bool(t.item())
 
     def barrier(self) -> None:
