@@ -5,10 +5,10 @@ BIN    := $(VENV)/bin
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint format docs train bench tensorboard clean
+.PHONY: help install test lint format docs train bench bench-anomaly tensorboard clean
 
 help: ## List the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ train: ## Train with the default config; pass overrides as ARGS='model=conv data
 
 bench: ## Time vae's training against the textbook PyTorch loop (benchmarks/bench.py)
 	$(BIN)/python benchmarks/bench.py $(ARGS)
+
+bench-anomaly: ## Anomaly detection: vae against PyOD's VAE and AutoEncoder and IsolationForest (needs '.[bench]')
+	$(BIN)/python benchmarks/anomaly.py $(ARGS)
 
 tensorboard: ## Open TensorBoard on outputs/
 	$(BIN)/tensorboard --logdir outputs

@@ -23,7 +23,9 @@ LINE = re.compile(r"^score: (\d+)/20 batches \((\d+)%\), \d+ s so far, about \d+
 
 @pytest.fixture
 def model() -> torch.nn.Module:
-    cfg = compose_config(["dataset=synthetic", "model=mlp", "model.hidden_dims=[8]", "latent_dim=4"])
+    cfg = compose_config(
+        ["dataset=synthetic", "model=mlp", "model.hidden_dims=[8]", "latent_dim=4", "loss=bernoulli"]
+    )
     torch.manual_seed(0)
     return create_model(cfg.model, (1, 16, 16), cfg.latent_dim, create_likelihood(cfg.loss)).eval()
 

@@ -78,3 +78,16 @@ def test_free_bits_floor_each_dimension_in_the_loss() -> None:
     Terms(recon, per_dim.sum(1), per_dim).loss(1.0, free_bits=0.5).backward()
     assert per_dim.grad[:, 0].abs().sum() == 0 and per_dim.grad[:, 2].abs().sum() == 0
     assert per_dim.grad[:, 1].abs().sum() > 0
+
+
+def test_a_trimmed_loss_leaves_out_the_batchs_worst_examples() -> None:
+    recon = torch.tensor([1.0, 2.0, 3.0, 4.0, 100.0], requires_grad=True)
+    kl = torch.zeros(5)
+    terms = Terms(recon, kl, kl[:, None])
+    trimmed = terms.loss(1.0, trim=0.2)
+    assert float(trimmed.detach()) == pytest.approx(2.5)  # the outlier (100) is left out: no gradient
+    trimmed.backward()
+    assert recon.grad.tolist() == [0.25, 0.25, 0.25, 0.25, 0.0]
+    assert float(terms.loss(1.0).detach()) == pytest.approx(22.0)  # untrimmed: the plain mean
+    bound = Terms(recon.detach(), kl, kl[:, None], bound=-recon.detach())  # IWAE: ranked by -bound
+    assert float(bound.loss(1.0, trim=0.4)) == pytest.approx(2.0)

@@ -53,6 +53,9 @@ class Trained:
     step: int  # optimisation steps it had taken (the x-axis for TensorBoard)
     #: dataset.standardize statistics ({"mean": [...], "std": [...]} per feature) it was trained with
     data_stats: dict[str, list[float]] | None = None
+    #: the feature columns of the CSV table it was trained on, in order (None: other data, or an older
+    #: checkpoint)
+    feature_names: list[str] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -123,7 +126,10 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "auto") -> Tr
     stats = payload.get("data_stats")
     if not (isinstance(stats, dict) and all(isinstance(stats.get(k), list) for k in ("mean", "std"))):
         stats = None
-    return Trained(model, config, dataset_cfg, file, step if isinstance(step, int) else 0, stats)
+    names = payload.get("feature_names")
+    if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        names = None
+    return Trained(model, config, dataset_cfg, file, step if isinstance(step, int) else 0, stats, names)
 
 
 def load_model(path: str | Path, device: str | torch.device = "auto") -> VAE:

@@ -154,33 +154,24 @@ def _ranking_inputs(scores: torch.Tensor, positive: torch.Tensor) -> tuple[torch
 
 
 def roc_auc(scores: torch.Tensor, positive: torch.Tensor) -> float:
-    """Area under the ROC curve: the probability that a random positive scores above a random negative,
-    ties counting one half (the Mann-Whitney U statistic over n_pos * n_neg). NaN without both kinds."""
+    """Area under the ROC curve (scikit-learn's `roc_auc_score`): the probability that a random positive
+    scores above a random negative, ties counting one half. NaN without both kinds."""
+    from sklearn.metrics import roc_auc_score
+
     scores, positive = _ranking_inputs(scores, positive)
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    if n_pos == 0 or n_neg == 0:
+    n_pos = int(positive.sum())
+    if n_pos == 0 or n_pos == len(positive):
         return math.nan
-    # Ranks 1..N of the scores, ties sharing the average of their ranks.
-    values, inverse, counts = torch.unique(scores, return_inverse=True, return_counts=True)
-    ends = counts.cumsum(0).double()
-    average_rank = ends - (counts.double() - 1) / 2
-    rank_sum = average_rank[inverse][positive].sum()
-    return float((rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(roc_auc_score(positive.numpy(), scores.numpy()))
 
 
 def average_precision(scores: torch.Tensor, positive: torch.Tensor) -> float:
-    """Average precision, the area under the precision-recall curve as a step sum over thresholds:
-    AP = sum_t (R_t - R_(t-1)) P_t, one threshold per distinct score, highest first (ties enter together).
+    """Average precision (scikit-learn's `average_precision_score`): AP = sum_t (R_t - R_(t-1)) P_t, one
+    threshold per distinct score, highest first, so tied scores enter together (no interpolation).
     NaN without positives."""
+    from sklearn.metrics import average_precision_score
+
     scores, positive = _ranking_inputs(scores, positive)
-    n_pos = int(positive.sum())
-    if n_pos == 0:
+    if not positive.any():
         return math.nan
-    values, inverse = torch.unique(scores, return_inverse=True)  # ascending
-    zeros = torch.zeros(len(values), dtype=torch.float64)
-    tp = zeros.clone().index_add_(0, inverse, positive.double()).flip(0)
-    total = zeros.clone().index_add_(0, inverse, torch.ones_like(scores)).flip(0)
-    tp, total = tp.cumsum(0), total.cumsum(0)  # at each threshold, from the highest score down
-    precision, recall = tp / total, tp / n_pos
-    gains = torch.diff(recall, prepend=torch.zeros(1, dtype=torch.float64))
-    return float((gains * precision).sum())
+    return float(average_precision_score(positive.numpy(), scores.numpy()))

@@ -29,12 +29,22 @@ class Terms(NamedTuple):
     kl_per_dim: torch.Tensor  # (N, latent_dim)
     bound: torch.Tensor | None = None  # (N,) the importance-weighted bound, when that is the objective
 
-    def loss(self, beta: float, free_bits: float = 0.0) -> torch.Tensor:
+    def loss(self, beta: float, free_bits: float = 0.0, trim: float = 0.0) -> torch.Tensor:
         """The training loss, averaged over the batch.
 
         ELBO: recon + beta * KL; with free bits (Kingma et al. 2016), each latent dimension's KL, averaged
         over the batch, counts as at least `free_bits` nats, so the loss never pushes it below that floor.
-        IWAE: -IWAE_k, with beta already inside the importance weights."""
+        IWAE: -IWAE_k, with beta already inside the importance weights.
+
+        `trim` > 0 (robust training, `train.trim`): the examples with the highest loss, that share of the
+        batch, are left out of the average (a trimmed mean), so outliers among the training data give no
+        gradient: the model does not learn to explain them."""
+        if trim > 0 and len(self.recon) > 1:
+            per_example = -self.bound if self.bound is not None else self.recon + beta * self.kl
+            keep = max(1, round(len(per_example) * (1 - trim)))
+            kept = torch.topk(per_example.detach(), keep, largest=False).indices
+            picked = (t[kept] if t is not None else None for t in self)
+            return Terms(*picked).loss(beta, free_bits)
         if self.bound is not None:
             return -self.bound.mean()
         kl = self.kl.mean() if free_bits <= 0 else self.kl_per_dim.mean(0).clamp(min=free_bits).sum()

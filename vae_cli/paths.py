@@ -145,6 +145,16 @@ def check_checkpoint_file(path: Path | str, key: str | None = None) -> Path:
     return p
 
 
+#: where `vae train train.background=true` puts the background model, inside the training run folder: a
+#: run folder of its own (checkpoints/, tensorboard/, metrics.json), which `ckpt=` also takes
+BACKGROUND = "background"
+
+
+def background_dir(run_dir: Path) -> Path:
+    """The background model's folder in a training run folder (vae score score=likelihood_ratio)."""
+    return Path(run_dir) / BACKGROUND
+
+
 def _candidates(folder: Path) -> tuple[Path, ...]:
     return (
         folder / "checkpoints" / "best.ckpt",

@@ -47,9 +47,12 @@ def in_data_units(trained, vectors: torch.Tensor) -> torch.Tensor:  # noqa: ANN0
 
 
 def feature_names(trained, num_features: int, data_dir: str | None = None) -> list[str]:  # noqa: ANN001
-    """The training CSV's feature columns when its header can be read (cheaply: one line), else
-    f0 .. f{D-1}."""
+    """The training CSV's feature columns: as the checkpoint holds them, else from the CSV's header when it
+    can be read (cheaply: one line), else f0 .. f{D-1}."""
     fallback = [f"f{i}" for i in range(num_features)]
+    saved = getattr(trained, "feature_names", None)
+    if saved is not None and len(saved) == num_features:
+        return list(saved)
     path_text = trained.dataset.get("path")
     if trained.dataset.name != "tensor" or not path_text or not str(path_text).lower().endswith(".csv"):
         return fallback

@@ -349,10 +349,12 @@ def test_reconstruct_writes_originals_and_reconstructions_of_vectors(table: dict
     assert recon.shape == (10, 3) and np.all(np.abs(recon.mean(0) - MEANS) < 3 * STDS)
 
 
-def test_feature_names_fall_back_to_f0_when_the_file_is_gone(table: dict, tmp_path: Path) -> None:
+def test_feature_names_come_from_the_checkpoint_else_the_file_else_f0(table: dict, tmp_path: Path) -> None:
     from vae_cli.tabular import feature_names
 
     trained = read_checkpoint(table["run_dir"])
-    assert feature_names(trained, 3) == ["height", "weight", "temp"]
+    assert trained.feature_names == ["height", "weight", "temp"]  # the checkpoint keeps them
     trained.dataset.path = str(tmp_path / "moved.csv")
+    assert feature_names(trained, 3) == ["height", "weight", "temp"]
+    trained.feature_names = None  # an older checkpoint: read from the training file, while it is there
     assert feature_names(trained, 3) == ["f0", "f1", "f2"]

@@ -83,6 +83,14 @@ def write_tables(root: Path) -> tuple[Path, Path]:
         writer.writerow(["a", "b", "c", "d", "flag"])
         writer.writerows([[*row, int(i in planted)] for i, row in enumerate(x.round(5).tolist())])
     (root / "bad.csv").write_text("a,b,c,d\n1,2,3,4\n1,2,three,4\n")
+    (root / "nan.csv").write_text("a,b,c,d\n1,2,3,4\n1,2,nan,4\n")
+    (root / "no_c.csv").write_text("a,b,d,flag\n1,2,4,0\n")
+    (root / "renamed.csv").write_text("a,b,cc,d\n1,2,3,4\n")
+    np.save(root / "narrow.npy", x[:, :3].astype(np.float32))  # 3 features, not 4
+    with open(root / "reordered.csv", "w", newline="") as f:  # score.csv's columns in another order
+        writer = csv.writer(f)
+        writer.writerow(["flag", "d", "c", "b", "a"])
+        writer.writerows([[int(i in planted), *row[::-1]] for i, row in enumerate(x.round(5).tolist())])
     return train, score
 
 
@@ -91,6 +99,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("score")
     train_images, score_images = write_images(root / "images")
     train_table, score_table = write_tables(root / "tables")
+    np.save(root / "small_images.npy", np.zeros((4, SIZE - 2, SIZE - 2), dtype=np.uint8))  # 6x6, not 8x8
     trained = vae_all(
         {
             "images": [
@@ -133,6 +142,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
         ],
         "images_split": ["score", f"ckpt={images}", "input=test"],
         "table": ["score", f"ckpt={table}", f"input={score_table}", "label_column=flag"],
+        "table_reordered": [
+            "score",
+            f"ckpt={table}",
+            f"input={tables / 'reordered.csv'}",
+            "label_column=flag",
+        ],
         "table_split": ["score", f"ckpt={table}", "input=val", "max_examples=5"],
         "denoise": ["reconstruct", f"ckpt={images}", "n=4", "nrow=4", "noise_level=0.3", "noise=mask"],
     }
@@ -143,6 +158,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "vectors_given_images": ["score", f"ckpt={table}", f"input={score_images}"],
         "wrong_width": ["score", f"ckpt={table}", f"input={score_table}"],
         "bad_csv": ["score", f"ckpt={table}", f"input={tables / 'bad.csv'}"],
+        "nan_cell": ["score", f"ckpt={table}", f"input={tables / 'nan.csv'}"],
+        "missing_column": ["score", f"ckpt={table}", f"input={tables / 'no_c.csv'}", "label_column=flag"],
+        "renamed_column": ["score", f"ckpt={table}", f"input={tables / 'renamed.csv'}"],
+        "feature_count": ["score", f"ckpt={table}", f"input={tables / 'narrow.npy'}"],
+        "image_size": ["score", f"ckpt={images}", f"input={root / 'small_images.npy'}"],
+        "table_given_to_images": ["score", f"ckpt={images}", f"input={score_table}"],
         "unknown_class": ["score", f"ckpt={images}", f"input={score_images}", "anomaly_class=weird"],
     }
     return {"root": root / "runs", **vae_all(commands, root / "runs"), **run_all(bad_input, root / "runs")}
@@ -215,6 +236,12 @@ def test_planted_outlier_rows_rank_first_with_a_label_column(runs) -> None:
     assert not (folder / "extremes.png").exists()  # vectors: no image grid
 
 
+def test_a_table_with_its_columns_in_another_order_is_matched_by_name(runs) -> None:
+    _, folder = ok(runs, "table")
+    _, reordered = ok(runs, "table_reordered")
+    assert read_scores(reordered) == read_scores(folder)
+
+
 def test_a_split_of_tensor_data_and_max_examples(runs) -> None:
     _, folder = ok(runs, "table_split")
     rows = read_scores(folder)
@@ -234,8 +261,20 @@ def test_reconstruct_with_noise_shows_originals_noisy_and_reconstructions(runs) 
         ("unlabelled", "needs labelled input"),
         ("both", "not both"),
         ("vectors_given_images", "trained on vectors of 4 features"),
-        ("wrong_width", "is the label column named"),
+        (
+            "wrong_width",
+            "has the column 'flag' that training did not have: drop it, or name the label column (label_column=flag)",
+        ),
         ("bad_csv", "line 3, column 'c': 'three' is not a number"),
+        ("nan_cell", "line 3, column 'c': 'nan' is not a finite number"),
+        ("missing_column", "lacks the column 'c' that the model was trained on"),
+        (
+            "renamed_column",
+            "lacks the column 'c' that the model was trained on (it has 'cc', which training did not)",
+        ),
+        ("feature_count", "narrow.npy has 3 features per example, the model was trained on 4 features"),
+        ("image_size", "small_images.npy holds 1x6x6 images, the model takes 1x8x8 images (C x H x W)"),
+        ("table_given_to_images", "score.csv holds 5 features, the model takes 1x8x8 images (C x H x W)"),
         ("unknown_class", "unknown label 'weird': the labels are normal, outlier"),
     ],
 )

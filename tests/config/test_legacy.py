@@ -56,3 +56,33 @@ def test_a_checkpoint_with_the_old_flat_config_sections_loads(tmp_path: Path) ->
     ]:
         with pytest.raises(CheckpointError, match=phrase):
             read_checkpoint(write(name, **sections), "cpu")
+
+
+def test_an_mlp_checkpoint_from_before_dropout_loads_and_resumes_as_it_was(tmp_path: Path) -> None:
+    from torch import nn
+
+    from vae_cli.api import read_checkpoint
+    from vae_cli.checkpoint import save_checkpoint
+    from vae_cli.config import LossConfig, ModelConfig
+    from vae_cli.config.legacy import upgrade_config
+
+    # an MLP on a table, saved before model.dropout (and the automatic defaults) existed
+    model = {"name": "mlp", "hidden_dims": [16], "activation": "relu"}
+    loss = {"name": "gaussian", "variance": "global", "sigma": 0.1, "min_sigma": 0.001}
+    dataset = {
+        "name": "tensor",
+        "path": "t.csv",
+        "standardize": True,
+        "val_fraction": 0.1,
+        "test_fraction": 0.1,
+    }
+    old = create_model(ModelConfig(**model), (1, 1, 6), 2, create_likelihood(LossConfig(**loss)))
+    config = {"model": model, "loss": loss, "dataset": dataset, "latent_dim": 2}
+    payload = {"config": config, "image_shape": [1, 1, 6], "model": old.state_dict()}
+    save_checkpoint(tmp_path / "old.ckpt", payload)
+    trained = read_checkpoint(tmp_path / "old.ckpt", "cpu")
+    assert trained.model.state_dict().keys() == old.state_dict().keys()
+    assert not any(isinstance(m, nn.Dropout) for m in trained.model.modules())
+    assert trained.feature_names is None  # older checkpoints: a scored CSV is matched by position
+    # a run resuming from it compares its settings with today's: the dropout it was trained with
+    assert upgrade_config(config)["model"]["dropout"] == 0.0

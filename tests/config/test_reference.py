@@ -19,7 +19,7 @@ def test_help_shows_the_keys_of_the_config_a_command_line_runs_with() -> None:
         for line in text.splitlines()
         if line.startswith("  ") and "." in line
     }
-    assert keys["model.hidden_dims"] == "[512," and "model.channels" not in keys
+    assert keys["model.hidden_dims"] == "null" and "model.channels" not in keys  # null: automatic
     assert "train.lr" in keys and "dataset.size" in keys
     assert any(line.split()[:2] == ["latent_dim", "7"] for line in text.splitlines())
     assert "*mlp" in text and "*synthetic" in text and "beta=1,4" in text  # a sweep is named, not applied

@@ -26,6 +26,7 @@ from vae_cli.config import (
     register_configs,
     validate_train_config,
 )
+from vae_cli.config.auto import before_data, resolve_auto
 from vae_cli.data import create_dataset, make_batches, prepare_batch
 from vae_cli.errors import ConfigError
 from vae_cli.likelihoods import create_likelihood
@@ -52,8 +53,8 @@ def hydra_config() -> Iterator:
 
 def test_config_groups_are_the_documented_ones() -> None:
     assert sorted(DATASETS) == ["celeba", "fashion_mnist", "image_folder", "mnist", "synthetic", "tensor"]
-    assert sorted(MODELS) == ["conv", "mlp", "resnet"]
-    assert sorted(LOSSES) == ["bernoulli", "gaussian"]
+    assert sorted(MODELS) == ["auto", "conv", "mlp", "resnet"]
+    assert sorted(LOSSES) == ["auto", "bernoulli", "gaussian", "logistic"]
 
 
 def _data_dir_for(dataset: str, mnist_root: Path, celeba_root: Path, tmp_path: Path) -> Path:
@@ -110,7 +111,8 @@ def test_every_combination_composes_and_builds(
     cfg = hydra_config(overrides)
     OmegaConf.resolve(cfg)
     validate_train_config(cfg)
-    data = create_dataset(cfg.dataset, cfg.data_dir)
+    data = create_dataset(before_data(cfg).dataset, cfg.data_dir)
+    resolve_auto(cfg, data)  # model=auto, loss=auto and the null keys, as vae train resolves them
     model_ = create_model(cfg.model, data.shape, cfg.latent_dim, create_likelihood(cfg.loss))
     images = next(iter(make_batches(data.train, 4, True, 0, torch.device("cpu"), num_workers=0)))
     assert images.dtype == torch.uint8 and tuple(images.shape[1:]) == data.shape
@@ -199,9 +201,11 @@ def test_every_registered_component_has_a_schema_and_every_schema_a_builder() ->
         "objective": OBJECTIVES,
     }
     for group, registry in registries.items():
-        assert sorted(OPTIONS[group]) == registry.names(), group
+        # model=auto and loss=auto build nothing: they pick one of the others once the data is read
+        built = sorted(set(OPTIONS[group]) - {"auto"})
+        assert built == registry.names(), group
         stored = sorted(name.removesuffix(".yaml") for name in ConfigStore.instance().list(group))
-        assert stored == registry.names(), group
+        assert sorted(set(stored) - {"auto"}) == registry.names(), group
     # the group options are schemas only: no YAML file repeats (and drifts from) their defaults
     assert not any((config_dir() / group).exists() for group in registries)
 
@@ -244,15 +248,19 @@ def test_the_group_option_defaults_are_the_documented_ones(hydra_config) -> None
         1000,
         1000,
     )
-    assert section([], "model") == {
+    # model=auto and loss=auto (conv and bernoulli for images; tests/config/test_auto.py)
+    assert section([], "model") == {"name": "auto", "activation": None}
+    assert section([], "loss") == {"name": "auto"}
+    assert section(["model=conv"], "model") == {
         "name": "conv",
         "activation": "leaky_relu",
         "channels": [32, 64, 128, 256],
         "kernel_size": 4,
     }
-    assert section(["model=mlp"], "model") == {"name": "mlp", "activation": "relu", "hidden_dims": [512, 256]}
+    mlp = {"name": "mlp", "activation": "relu", "hidden_dims": None, "dropout": None}  # null: auto
+    assert section(["model=mlp"], "model") == mlp
     assert section(["model=resnet"], "model")["channels"] == [32, 64]
-    assert section(["loss=gaussian"], "loss")["variance"] == "global"
+    assert section(["loss=gaussian"], "loss")["variance"] is None
     # only iwae has k; code that serves both objectives reads it with a default
     assert hydra_config([]).objective.get("k", 1) == 1
     assert hydra_config(["objective=iwae"]).objective.get("k", 1) == 5

@@ -32,7 +32,7 @@ def test_read_images_converts_mode_and_size(tmp_path: Path) -> None:
 
 
 def tensor_config(path: Path, **overrides) -> DatasetConfig:
-    settings = {"val_fraction": 0.2, "test_fraction": 0.2}
+    settings = {"val_fraction": 0.2, "test_fraction": 0.2, "standardize": False}  # the file's values
     return DatasetConfig(name="tensor", path=str(path), **{**settings, **overrides})
 
 

@@ -20,6 +20,7 @@ import vae_cli.console as console_module
 import vae_cli.training.runtime as runtime
 from tests.conftest import REPO, TINY_SYNTHETIC
 from vae_cli.cli import compose_config
+from vae_cli.config.auto import IMAGE_EPOCHS
 from vae_cli.console import StepLog, duration
 from vae_cli.errors import Interrupted
 from vae_cli.training.loop import train
@@ -30,13 +31,14 @@ FAST = [*TINY_SYNTHETIC, "train.image_every=0"]
 def work(cfg) -> int:  # noqa: ANN001
     """Pixels seen in training: image size^2 x training images x epochs."""
     ds = cfg.dataset
-    return ds.image_size**2 * (ds.size - ds.val_size - ds.test_size) * cfg.train.epochs
+    epochs = cfg.train.epochs or IMAGE_EPOCHS  # null: automatic, 10 for images
+    return ds.image_size**2 * (ds.size - ds.val_size - ds.test_size) * epochs
 
 
 def test_the_default_run_is_an_eighth_of_the_64x64_recipe_which_is_one_override_away() -> None:
     default, full = compose_config([]), compose_config(["experiment=shapes64"])
-    assert (default.dataset.name, default.model.name) == ("synthetic", "conv")
-    assert default.dataset.image_size == 32 and default.dataset.size == 6000 and default.train.epochs == 10
+    assert (default.dataset.name, default.model.name) == ("synthetic", "auto")  # conv for images
+    assert default.dataset.image_size == 32 and default.dataset.size == 6000 and default.train.epochs is None
     assert (full.dataset.image_size, full.dataset.size, full.train.epochs) == (64, 10000, 10)
     assert work(default) * 8 <= work(full)  # measured: 39 s against 5.5 to 15 min on 2 shared cores
 

@@ -1,9 +1,11 @@
 """`vae score`: how anomalous each example is under a trained model, most anomalous first.
 
-    score        -ELBO(x) (iwae_k=0) or -IWAE_k(x) (iwae_k=k), in nats: an (upper-bound) estimate of
-                 -log p(x). Examples the model finds improbable score high.
+    score        the score chosen with score= (vae_cli/scores.py: neg_elbo, iwae, recon_error, complexity,
+                 likelihood_ratio, latent; by default -ELBO, or -IWAE_k with iwae_k=k). Examples the model finds
+                 anomalous score high.
     neg_elbo, recon, kl, iwae_nll, recon_error   as `vae evaluate` computes them (vae_cli/estimators.py),
-                 from S draws z_s ~ q(z|x) per example (S = iwae_k, else elbo_samples)
+                 from S draws z_s ~ q(z|x) per example (S = iwae_k, else elbo_samples); then the chosen
+                 score's own columns (complexity and png_bits; likelihood_ratio and background_nll)
 
 `input` is a split of the training data (train | val | test, rebuilt from the checkpoint), a folder of
 images, one image, or a .npy/.npz/.pt/.csv file, read as `vae_cli.data.readers` reads training data
@@ -35,13 +37,19 @@ from vae_cli.config import SPLITS, validate_score_config
 from vae_cli.console import console, fmt
 from vae_cli.data import ImageSplit
 from vae_cli.data.base import Split, class_indices, known_classes
-from vae_cli.data.readers import IMAGE_EXTENSIONS, TENSOR_EXTENSIONS, read_images, read_tensor_file
+from vae_cli.data.readers import (
+    IMAGE_EXTENSIONS,
+    TENSOR_EXTENSIONS,
+    csv_columns,
+    read_images,
+    read_tensor_file,
+)
 from vae_cli.data.tensor import in_unit_range, standardize
 from vae_cli.errors import ConfigError, DataError
-from vae_cli.estimators import estimate_split
 from vae_cli.io import write_json
 from vae_cli.metrics import average_precision, roc_auc
 from vae_cli.pictures import labelled_picture, save_picture, shown_and_input, stack_pictures
+from vae_cli.scores import SCORES, Score, ScoreContext
 
 log = logging.getLogger("vae")
 
@@ -71,19 +79,22 @@ class Inputs:
 def score(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     trained, out = open_run(cfg, run_dir, validate_score_config)
     device = trained.device
+    chosen = chosen_score(cfg)
+    if chosen.check is not None:  # before the long pass: a score that cannot apply stops here
+        chosen.check(trained, cfg)
     inputs = load_inputs(trained, cfg)
     anomalous, truth = ground_truth(cfg, inputs)  # before the long pass: a wrong class stops here
     n = len(inputs.split)
-    kind = f"-IWAE_{cfg.iwae_k}" if cfg.iwae_k else "-ELBO"
+    kind = score_label(chosen, cfg)
     log.info("scoring %d examples of %s by %s with %s on %s", n, inputs.source, kind, trained.path, device)
 
-    per_example = score_split(trained, inputs.split, inputs.binarize, cfg)
+    per_example = score_split(trained, inputs.split, inputs.binarize, cfg, chosen)
     order = torch.sort(per_example["score"], descending=True, stable=True).indices
 
     csv_path = out.path("scores.csv")
     write_csv(csv_path, order, per_example, inputs, anomalous)
     written = [csv_path]
-    picture = extremes_picture(trained, inputs, order, per_example["score"], cfg, kind)
+    picture = extremes_picture(trained, inputs, order, per_example["score"], cfg, f"{kind}, {chosen.units}")
     if picture is not None:
         grid_path = out.path("extremes.png")
         save_picture(picture, grid_path)
@@ -93,8 +104,10 @@ def score(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "checkpoint": str(trained.path),
         "input": inputs.source,
         "num_examples": n,
-        "score": kind,
-        "units": "nats per example",
+        "score": chosen.name,
+        "score_label": kind,
+        "units": f"{chosen.units} per example",
+        "log_likelihood_estimate": f"-IWAE_{cfg.iwae_k}" if cfg.iwae_k else "-ELBO",
         "iwae_k": cfg.iwae_k,
         "elbo_samples": cfg.elbo_samples if not cfg.iwae_k else None,
         "seed": cfg.seed,
@@ -111,7 +124,7 @@ def score(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         keys = ("roc_auc", "average_precision", "mean_score")
         tb.scalars("score", {k: result[k] for k in keys if _finite(result.get(k))}, trained.step)
         tb.close()
-    console.print(top_table(order, per_example, inputs, anomalous, kind))
+    console.print(top_table(order, per_example, inputs, anomalous, f"{kind}, {chosen.units}"))
     if anomalous is not None:
         console.print(
             f"{truth}: {result['num_anomalous']} anomalous, {result['num_normal']} normal; "
@@ -203,12 +216,9 @@ def tensor_inputs(trained: Trained, path: Path, label_column: str | None) -> Inp
         if label_column
         else read_tensor_file(path, trained.dataset.get("label_column"), optional=True)
     )
-    shape = tuple(trained.model.image_shape)
-    if tuple(x.shape[1:]) != shape:
-        raise DataError(
-            f"input={path} holds examples of shape {tuple(x.shape[1:])} (C, H, W), the model takes {shape}"
-            + ("; is the label column named? (label_column=<name>)" if x.shape[-1] == shape[-1] + 1 else "")
-        )
+    if path.suffix.lower() == ".csv":
+        x = match_columns(trained, path, x, label_column)
+    check_shape(path, tuple(x.shape[1:]), tuple(trained.model.image_shape))
     if trained.dataset.get("standardize", False):  # only dataset=tensor has the key
         stats = trained.data_stats
         if stats is None:  # an older checkpoint: the statistics are those of its rebuilt training split
@@ -225,27 +235,108 @@ def tensor_inputs(trained: Trained, path: Path, label_column: str | None) -> Inp
     )
 
 
+def match_columns(trained: Trained, path: Path, x: torch.Tensor, label_column: str | None) -> torch.Tensor:
+    """A CSV scored by a model trained on a CSV: its feature columns matched to training's by name (put in
+    training's order); a column missing, or one training did not have, is one line naming it. Files
+    without a header (columns named by position), and older checkpoints, are matched by position."""
+    trained_names = trained.feature_names
+    columns = csv_columns(path)
+    label = label_column or trained.dataset.get("label_column")
+    names = [c for c in columns if c != label]
+    if trained_names is None or _positional(trained_names) or _positional(columns):
+        return x
+    missing = [c for c in trained_names if c not in names]
+    extra = [c for c in names if c not in trained_names]
+    if missing:
+        has = f" (it has {_quoted(extra)}, which training did not)" if extra else ""
+        raise DataError(
+            f"input={path} lacks the column{'s' if len(missing) > 1 else ''} {_quoted(missing)} that the "
+            f"model was trained on{has}"
+        )
+    if extra:
+        label = f"label_column={extra[0]}" if len(extra) == 1 else "label_column=<name>"
+        raise DataError(
+            f"input={path} has the column{'s' if len(extra) > 1 else ''} {_quoted(extra)} that training did "
+            f"not have: drop {'them' if len(extra) > 1 else 'it'}, or name the label column ({label})"
+        )
+    if names != trained_names:
+        log.info("input=%s: the columns are in another order than in training: matched by name", path)
+        x = x[..., [names.index(c) for c in trained_names]]
+    return x
+
+
+def check_shape(path: Path, got: tuple[int, ...], want: tuple[int, ...]) -> None:
+    """The examples of a tensor file must have the model's shape: one line saying how they differ."""
+    if got == want:
+        return
+
+    def kind(shape: tuple[int, ...]) -> str:
+        if shape[:2] == (1, 1):
+            return f"{shape[-1]} feature{'s' if shape[-1] != 1 else ''}"
+        return f"{'x'.join(map(str, shape))} images (C x H x W)"
+
+    if got[:2] == (1, 1) and want[:2] == (1, 1):
+        hint = "; is the label column named? (label_column=<name>)" if got[-1] == want[-1] + 1 else ""
+        raise DataError(
+            f"input={path} has {kind(got)} per example, the model was trained on {kind(want)}{hint}"
+        )
+    raise DataError(
+        f"input={path} holds {kind(got).removesuffix(' (C x H x W)')}, the model takes {kind(want)}"
+    )
+
+
+def _positional(columns: list[str]) -> bool:
+    """Columns named 0, 1, 2, ...: a CSV without a header row."""
+    return all(c == str(i) for i, c in enumerate(columns))
+
+
+def _quoted(names: list[str], most: int = 8) -> str:
+    shown = ", ".join(f"'{n}'" for n in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
 # --- the scores ------------------------------------------------------------------------------------------
 
 
-def score_split(trained: Trained, split: Split, binarize: str, cfg: DictConfig) -> dict[str, torch.Tensor]:
-    """Per-example score, neg_elbo, recon, kl, recon_error (and iwae_nll), each (N,) float64 on the CPU."""
-    result = estimate_split(
-        trained.model,
-        split,
-        binarize=binarize,
-        k=cfg.iwae_k or cfg.elbo_samples,
-        seed=cfg.seed,
-        batch_size=cfg.batch_size,
-        chunk=cfg.chunk,
-        in_memory=trained.dataset.in_memory,
-        recon_error=True,
-        label="score",
+def chosen_score(cfg: DictConfig) -> Score:
+    """score=<name>; by default neg_elbo, or iwae when iwae_k is set."""
+    return SCORES.get(cfg.score or ("iwae" if cfg.iwae_k else "neg_elbo"))
+
+
+def score_label(chosen: Score, cfg: DictConfig) -> str:
+    """How tables and pictures name the score: -ELBO, -IWAE_64, complexity, ..."""
+    return {"neg_elbo": "-ELBO", "iwae": f"-IWAE_{cfg.iwae_k}", "likelihood_ratio": "-LLR"}.get(
+        chosen.name, chosen.name
     )
-    del result["mu"], result["kl_per_dim"]
-    if not cfg.iwae_k:
-        del result["iwae_nll"]
-    result["score"] = result["iwae_nll"] if cfg.iwae_k else result["neg_elbo"]
+
+
+def score_split(
+    trained: Trained, split: Split, binarize: str, cfg: DictConfig, chosen: Score | None = None
+) -> dict[str, torch.Tensor]:
+    """Per-example score, neg_elbo, recon, kl, recon_error (and iwae_nll), then the chosen score's own
+    columns, each (N,) float64 on the CPU."""
+    chosen = chosen or chosen_score(cfg)
+
+    def training() -> tuple[Split, str]:
+        data = load_data(trained, cfg.data_dir)
+        return pick_split(data, "train"), data.binarize
+
+    context = ScoreContext(
+        trained,
+        split,
+        binarize,
+        cfg.iwae_k,
+        cfg.elbo_samples,
+        cfg.seed,
+        cfg.batch_size,
+        cfg.chunk,
+        training=training,
+        components=cfg.components,
+    )
+    columns = chosen(context)
+    result = {"score": columns.get("score", next(iter(columns.values())))}
+    result.update(context.estimates())
+    result.update({name: values for name, values in columns.items() if name != "score"})
     return result
 
 
@@ -323,6 +414,7 @@ def write_csv(
 ) -> None:
     """One row per input, most anomalous first."""
     numbers = [k for k in ("score", "neg_elbo", "iwae_nll", "recon", "kl", "recon_error") if k in per_example]
+    numbers += [k for k in per_example if k not in numbers]  # the chosen score's own columns
     header = ["rank", "index", "name", *numbers]
     header += ["label"] if inputs.labels is not None else []
     header += ["anomalous"] if anomalous is not None else []
@@ -401,7 +493,7 @@ def extremes_picture(
                 cells,
                 n,
                 cfg.scale,
-                title=[f"{title} of {total} (score {kind}, nats: rank and score above each input)"]
+                title=[f"{title} of {total} (score {kind}: rank and score above each input)"]
                 + ([f"from {inputs.source}"] if half == 0 else []),
                 row_labels=["input", "reconstruction"],
                 captions=captions,
@@ -418,7 +510,7 @@ def top_table(
     kind: str,
     rows: int = 10,
 ) -> Table:
-    table = Table(title=f"most anomalous of {len(order)} in {inputs.source} (score {kind}, nats)")
+    table = Table(title=f"most anomalous of {len(order)} in {inputs.source} (score {kind})")
     for column in ("rank", "name", "score", "recon_error"):
         table.add_column(column, justify="left" if column == "name" else "right")
     if inputs.labels is not None:

@@ -31,6 +31,8 @@ def _is_labels(value: Any) -> bool:
 
 
 LABELS = (_is_labels, "must be a label or a list of labels, e.g. 9 or [7,9] or cats")
+#: the scores of `vae score score=<name>`, registered in vae_cli/scores.py (a test checks they agree)
+SCORE_NAMES = ("neg_elbo", "iwae", "recon_error", "complexity", "likelihood_ratio", "latent")
 
 
 def draws_key(default: int, help: str, minimum: int, note: str = "") -> int:
@@ -179,13 +181,27 @@ class ScoreAppConfig(FromCheckpointConfig):
         ".npy/.npz/.pt/.csv file (write ./test for a folder called test)",
         check=(lambda v: bool(str(v).strip()), "pass train|val|test, a folder or a file"),
     )
+    score: str | None = key(
+        None,
+        "the anomaly score: neg_elbo | iwae | recon_error | complexity | likelihood_ratio | latent "
+        "(images: latent, complexity or likelihood_ratio); null: neg_elbo, or iwae when iwae_k > 0",
+        choices=SCORE_NAMES,
+    )
     iwae_k: int = draws_key(
         0,
-        "0: score = -ELBO | k > 0: score = -IWAE_k, the tighter estimate of -log p(x)",
+        "k > 0: -log p(x) is estimated by -IWAE_k (score=iwae, and inside complexity and "
+        "likelihood_ratio) | 0: by -ELBO",
         0,
-        " (0 scores by -ELBO; Burda et al. use 5000)",
+        " (0 estimates by -ELBO; Burda et al. use 5000)",
     )
     elbo_samples: int = draws_key(16, "iwae_k=0: draws z ~ q(z|x) averaged in the reconstruction term", 1)
+    components: int = key(
+        10,
+        "score=latent: the Gaussians of the mixture fitted to the training codes",
+        min=1,
+        lt=1001,
+        rule="must be in [1, 1000]",
+    )
     batch_size: int = key(256, "examples encoded at a time", min=1)
     chunk: int | None = key(
         None, "importance samples decoded at a time; null: automatic", min=1, rule=AUTO_CHUNK
@@ -239,6 +255,8 @@ def validate_score_config(cfg: DictConfig) -> None:
     _validate_from_checkpoint(cfg, "score", ScoreAppConfig)
     if cfg.normal_class is not None and cfg.anomaly_class is not None:
         raise ConfigError("give normal_class or anomaly_class, not both: the other is every remaining label")
+    if cfg.score == "iwae" and not cfg.iwae_k:
+        raise ConfigError("score=iwae needs importance samples: set iwae_k, e.g. iwae_k=64")
 
 
 #: command -> (its schema, the name it is stored under in the ConfigStore)

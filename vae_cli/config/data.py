@@ -157,8 +157,10 @@ class TensorConfig(OwnDataConfig):
     label_column: str | None = key(
         None, "the CSV column (or .npz/.pt key) holding labels; .npz/.pt use y or labels when present"
     )
-    standardize: bool = key(
-        False, "scale each feature to mean 0, std 1 by the train split's statistics; use loss=gaussian"
+    standardize: bool | None = key(
+        None,
+        "scale each feature to mean 0, std 1 by the train split's statistics (use loss=gaussian); null "
+        "(auto): true for vectors (unless loss=bernoulli), false for images",
     )
 
 

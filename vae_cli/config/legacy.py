@@ -3,7 +3,8 @@
 Checkpoints written before the per-option schemas hold every key of the one flat schema each group had
 then (a conv model's section also has hidden_dims; an mnist dataset's also has path, crop, size, ...).
 Those keys are dropped where the option's schema lacks them; any other unknown key, or a value of the
-wrong type, is still refused.
+wrong type, is still refused. Keys added later (`model.dropout`) that an older section lacks get the value
+its model was trained with (ADDED_KEYS).
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ FLAT_KEYS: dict[str, frozenset[str]] = {
 }
 
 
+#: (group, option) -> keys added since, with the value that rebuilds the models saved before them
+ADDED_KEYS: dict[tuple[str, str], dict[str, Any]] = {("model", "mlp"): {"dropout": 0.0}}
+
+
 def option_schema(group: str, section: Any) -> type:
     """The schema of the option a section's `name` names. Raises ConfigError."""
     name = section.get("name") if isinstance(section, dict | DictConfig) else None
@@ -54,10 +59,12 @@ def option_schema(group: str, section: Any) -> type:
 
 
 def current_keys(group: str, section: dict[str, Any]) -> dict[str, Any]:
-    """`section` without the keys of the old flat schema that its option's schema lacks."""
+    """`section` without the keys of the old flat schema that its option's schema lacks, and with the keys
+    added since (ADDED_KEYS) that it lacks, at the value its model was built with."""
     schema = option_schema(group, section)
     fields = set(schema.__dataclass_fields__)
-    return {k: v for k, v in section.items() if k in fields or k not in FLAT_KEYS[group]}
+    kept = {k: v for k, v in section.items() if k in fields or k not in FLAT_KEYS[group]}
+    return {**ADDED_KEYS.get((group, section.get("name")), {}), **kept}
 
 
 def saved_section(group: str, section: dict[str, Any]) -> DictConfig:

@@ -20,6 +20,15 @@ class LossConfig(GroupBase):
     name: str = key(MISSING, NAME)
 
 
+@option("loss", "auto")
+@dataclass
+class AutoLossConfig(LossConfig):
+    """The default: bernoulli for images (gaussian for values outside [0, 1]), gaussian for vectors,
+    picked once the data is read (vae_cli/config/auto.py). Choose loss=<name> to set a likelihood's keys."""
+
+    name: str = key("auto", NAME)
+
+
 @option("loss", "bernoulli")
 @dataclass
 class BernoulliConfig(LossConfig):
@@ -34,12 +43,36 @@ class GaussianConfig(LossConfig):
     """Gaussian likelihood, for continuous pixels (or standardised features)."""
 
     name: str = key("gaussian", NAME)
-    variance: str = choice(
-        "global",
-        "fixed: sigma below | global: one learned sigma | pixel: the decoder predicts each pixel's sigma",
+    variance: str | None = choice(
+        None,
+        "fixed: sigma below | global: one learned sigma | pixel: the decoder predicts each pixel's (or "
+        "feature's) sigma | null (auto): global for images, pixel for vectors",
         "fixed",
         "global",
         "pixel",
     )
-    sigma: float = key(0.1, "the fixed sigma, or the starting value of a learned one", gt=0)
+    sigma: float | None = key(
+        None,
+        "the fixed sigma, or the starting value of a learned one; null (auto): 0.1 for images (pixels in "
+        "[0, 1]), 1 for vectors (standardised features)",
+        gt=0,
+    )
     min_sigma: float = key(0.001, "the floor of a learned sigma", gt=0)
+
+
+@option("loss", "logistic")
+@dataclass
+class LogisticConfig(LossConfig):
+    """Discretised logistic likelihood for 8-bit pixels (PixelCNN++'s): a proper discrete likelihood,
+    whose -log p(x) is a code length of the 8-bit image; pair it with dataset.binarize=none. For vae
+    score score=complexity on images."""
+
+    name: str = key("logistic", NAME)
+    scale: str = choice(
+        "pixel",
+        "pixel: the decoder predicts each pixel's scale | global: one learned scale",
+        "pixel",
+        "global",
+    )
+    init_scale: float = key(0.05, "global: the starting value of the learned scale", gt=0)
+    min_scale: float = key(1e-4, "the floor of the scale (pixels in [0, 1])", gt=0)

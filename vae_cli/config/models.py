@@ -29,7 +29,19 @@ class ModelConfig(GroupBase):
     group = "model"
 
     name: str = key(MISSING, NAME)
-    activation: str = _activation("relu")
+    activation: str | None = _activation("relu")  # Optional for model=auto, whose null is the picked one's
+
+
+@option("model", "auto")
+@dataclass
+class AutoModelConfig(ModelConfig):
+    """The default: conv for images, mlp (sized from the number of features) for vectors, picked once the
+    data is read (vae_cli/config/auto.py). Choose model=<name> to set an architecture's keys."""
+
+    name: str = key("auto", NAME)
+    activation: str | None = key(
+        None, "the nonlinearity between layers; null: the picked architecture's", choices=ACTIVATIONS
+    )
 
 
 @option("model", "mlp")
@@ -39,7 +51,19 @@ class MlpConfig(ModelConfig):
 
     name: str = key("mlp", NAME)
     activation: str = _activation("relu")
-    hidden_dims: list[int] = key([512, 256], "the encoder's hidden layer widths, e.g. [400]", check=SIZES)
+    hidden_dims: list[int] | None = key(
+        None,
+        "the encoder's hidden layer widths, e.g. [400]; null (auto): [512, 256] for images, sized from the "
+        "number of features for vectors",
+        check=SIZES,
+    )
+    dropout: float | None = key(
+        None,
+        "the dropout rate after each hidden layer; null (auto): 0 for images, 0.1 for vectors",
+        min=0,
+        lt=1,
+        rule="must be in [0, 1), or null for automatic",
+    )
 
 
 @option("model", "conv")

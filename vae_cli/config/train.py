@@ -24,7 +24,13 @@ def device_key() -> str:
 
 @dataclass
 class TrainConfig:
-    epochs: int = key(10, "passes over the training data", min=1)
+    epochs: int | None = key(
+        None,
+        "passes over the training data; null (auto): 10 for images, enough for about 2000 steps on a "
+        "table (10 to 500)",
+        min=1,
+        rule="must be at least 1, or null for automatic",
+    )
     batch_size: int = key(128, "images per optimisation step (split across the ranks of a DDP run)", min=1)
     lr: float = key(1e-3, "the learning rate", gt=0)
     optimizer: str = key("adam", "the optimiser", choices=("adam", "adamw"), ignore_case=True)
@@ -80,8 +86,20 @@ class TrainConfig:
         0.5, "plateau: the lr multiplier after plateau_patience epochs without a better val loss", gt=0, lt=1
     )
     plateau_patience: int = key(2, "plateau: epochs without a better val loss before the lr drops", min=0)
-    early_stop_patience: int = key(
-        0, "stop after this many epochs without a better val loss; 0 never stops early", min=0
+    early_stop_patience: int | None = key(
+        None,
+        "stop after this many epochs without a better val loss; 0 never stops early; null (auto): 0 for "
+        "images, 20 for tables with a validation split",
+        min=0,
+        rule="must be >= 0, or null for automatic",
+    )
+    trim: float | None = key(
+        None,
+        "robust training: the share of each batch's highest-loss examples left out of the loss, so that "
+        "anomalies in the training data are not learnt; null (auto): 0 for images, 0.2 for tables",
+        min=0,
+        lt=1,
+        rule="must be in [0, 1), or null for automatic",
     )
     ema: float = key(
         0.0,
@@ -89,6 +107,17 @@ class TrainConfig:
         min=0,
         lt=1,
         rule="must be in [0, 1), e.g. 0.999 (0 disables)",
+    )
+    background: bool = key(
+        False,
+        "also train a background model on perturbed inputs, into <run>/background/, for vae score "
+        "score=likelihood_ratio (Ren et al. 2019); image data only",
+    )
+    background_noise: float = key(
+        0.2,
+        "background: each pixel is replaced by a random value with this probability (Ren et al.: 0.1-0.3)",
+        gt=0,
+        lt=1,
     )
 
 
@@ -99,7 +128,13 @@ class TrainAppConfig:
     loss: LossConfig = key(MISSING, "the likelihood p(x|z): loss=<name>")
     train: TrainConfig = field(default_factory=TrainConfig)
     objective: ObjectiveConfig = key(MISSING, "the training objective: objective=<name>")
-    latent_dim: int = key(16, "dimensions of the latent code z", min=1)
+    latent_dim: int | None = key(
+        None,
+        "dimensions of the latent code z; null (auto): 16 for images, below the number of features for "
+        "vectors (D/4 rounded up, at most 16)",
+        min=1,
+        rule="must be at least 1, or null for automatic",
+    )
     beta: float = key(1.0, "the weight of the KL term; 1 is the ELBO, > 1 a beta-VAE", min=0)
     seed: int = seed_key(0, "seeds the weights, the batches and the draws")
     device: str = device_key()

@@ -123,6 +123,9 @@ class DataBundle:
     #: feature (C * H * W), from the train split; x_model = (x_raw - mean) / std
     stats: dict[str, list[float]] | None = None
     unit_range: bool = True  # prepared values lie in [0, 1] (images); False for other float data
+    #: a table read from a CSV file: its feature columns' names, in order (kept in checkpoints, so that a
+    #: file scored later is matched by column name); None for other data
+    feature_names: list[str] | None = None
 
     @property
     def num_dims(self) -> int:
@@ -131,9 +134,10 @@ class DataBundle:
 
 
 def check_loss_range(data: DataBundle, loss: str) -> None:
-    """loss=bernoulli models values in [0, 1]: data outside (e.g. a tensor file of counts) is refused
-    before training, instead of a non-finite loss blamed on the learning rate later."""
-    if loss != "bernoulli" or data.unit_range:
+    """loss=bernoulli (and loss=logistic, for 8-bit pixels) model values in [0, 1]: data outside (e.g. a
+    tensor file of counts) is refused before training, instead of a non-finite loss blamed on the
+    learning rate later."""
+    if loss not in ("bernoulli", "logistic") or data.unit_range:
         return
     splits = [s for s in (data.train, data.val, data.test) if s.in_memory and len(s)]
     if not splits:
@@ -142,7 +146,7 @@ def check_loss_range(data: DataBundle, loss: str) -> None:
     high = max(float(s.images.max()) for s in splits)
     if low < 0 or high > 1:
         raise ConfigError(
-            f"loss=bernoulli needs values in [0, 1]; the data spans [{low:.4g}, {high:.4g}]: use "
+            f"loss={loss} needs values in [0, 1]; the data spans [{low:.4g}, {high:.4g}]: use "
             f"loss=gaussian (and dataset.standardize=true) or scale it"
         )
 

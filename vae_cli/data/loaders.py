@@ -48,6 +48,22 @@ def corrupt(
     raise ValueError(f"unknown corruption {kind!r}: choose none, gaussian or mask")
 
 
+def perturb_pixels(
+    images: torch.Tensor, rate: float, generator: torch.Generator, binary: bool = False
+) -> torch.Tensor:
+    """A copy of uint8 images (N, C, H, W) in which each pixel is, with probability `rate`, replaced by a
+    random value: uniform in 0..255 per channel, or 0 or 255 (`binary`, for statically binarised data).
+    The inputs of the background model of Ren et al. (2019), whose likelihood ratio `vae score
+    score=likelihood_ratio` computes; dynamically binarised data draws 0/1 from the random value later,
+    with probability 1/2 each."""
+    replace = torch.rand((images.shape[0], 1, *images.shape[2:]), generator=generator, device=images.device)
+    if binary:
+        noise = torch.randint(0, 2, images.shape, generator=generator, device=images.device) * 255
+    else:
+        noise = torch.randint(0, 256, images.shape, generator=generator, device=images.device)
+    return torch.where(replace < rate, noise.to(images.dtype), images)
+
+
 def epoch_order(n: int, shuffle: bool, seed: int, epoch: int) -> torch.Tensor:
     if not shuffle:
         return torch.arange(n)
@@ -134,6 +150,23 @@ class InMemoryBatches(BatchSource):
         for start in range(0, len(order), self.sampler.batch_size):
             # index_select copies whole rows: 2x faster on CPU than advanced indexing images[idx]
             yield self.images.index_select(0, order[start : start + self.sampler.batch_size])
+
+
+class PerturbedBatches(BatchSource):
+    """The batches of another source with `perturb_pixels` applied: a fresh draw each epoch, seeded by
+    (seed, epoch), so an evaluation source (never set to another epoch) gives the same pixels each pass."""
+
+    def __init__(self, source: BatchSource, rate: float, seed: int, binary: bool = False) -> None:
+        self.source, self.rate, self.seed, self.binary = source, rate, seed, binary
+        self.sampler, self.num_examples = source.sampler, source.num_examples
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        generator = None
+        for images in self.source:
+            if generator is None:
+                generator = torch.Generator(device=images.device)
+                generator.manual_seed(self.seed * 1_000_003 + self.sampler.epoch)
+            yield perturb_pixels(images, self.rate, generator, self.binary)
 
 
 def default_num_workers() -> int:

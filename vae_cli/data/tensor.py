@@ -1,14 +1,14 @@
 """Your own arrays: vectors (tabular data) or images from one file.
 
-    vae train dataset=tensor dataset.path=data.csv dataset.label_column=class dataset.standardize=true \\
-        model=mlp loss=gaussian loss.variance=global
+    vae train dataset=tensor dataset.path=data.csv dataset.label_column=class
 
 The file is read by `vae_cli.data.readers` (formats, shapes, labels). (N, D) arrays are vectors, for
-`model=mlp`; images work with any model.
+`model=mlp` (what model=auto picks for them, with the other table defaults of vae_cli/config/auto.py);
+images work with any model.
 
-`dataset.standardize=true` maps every feature to mean 0 and std 1 with the train split's statistics
-(a constant feature keeps std 1); they are kept in the bundle (`stats`) and in checkpoints so that new
-files are scored on the same scale. Standardised data calls for `loss=gaussian`.
+`dataset.standardize=true` (the default for vectors) maps every feature to mean 0 and std 1 with the train
+split's statistics (a constant feature keeps std 1); they are kept in the bundle (`stats`) and in
+checkpoints so that new files are scored on the same scale. Standardised data calls for `loss=gaussian`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from vae_cli.config import DatasetConfig
+from vae_cli.config.auto import standardize_default
 from vae_cli.data.base import (
     DATASETS,
     DataBundle,
@@ -27,7 +28,7 @@ from vae_cli.data.base import (
     binarize_static,
     fraction_split,
 )
-from vae_cli.data.readers import TENSOR_EXTENSIONS, read_tensor_file, resolve_path
+from vae_cli.data.readers import TENSOR_EXTENSIONS, csv_columns, read_tensor_file, resolve_path
 from vae_cli.errors import ConfigError, DataError
 
 log = logging.getLogger("vae")
@@ -83,8 +84,14 @@ def tensor(cfg: DatasetConfig, data_dir: Path) -> DataBundle:
     if path.suffix.lower() not in TENSOR_EXTENSIONS:
         raise DataError(f"dataset.path={cfg.path}: dataset=tensor reads .npy, .npz, .pt or .csv files")
     x, labels, label_names = read_tensor_file(path, cfg.label_column)
+    features = (
+        [c for c in csv_columns(path) if c != cfg.label_column] if path.suffix.lower() == ".csv" else None
+    )
     unit = in_unit_range(x)
-    if cfg.binarize != "none" and (cfg.standardize or not unit):
+    scaled = cfg.standardize
+    if scaled is None:  # auto (vae_cli/config/auto.py): tables are standardised, images and binary data not
+        scaled = standardize_default(tuple(x.shape[1:])) and cfg.binarize == "none"
+    if cfg.binarize != "none" and (scaled or not unit):
         raise ConfigError(
             f"dataset.binarize={cfg.binarize} needs values in [0, 1] (uint8 pixels, or floats in [0, 1], "
             f"not standardised): use dataset.binarize=none"
@@ -96,7 +103,7 @@ def tensor(cfg: DatasetConfig, data_dir: Path) -> DataBundle:
     everything = ImageSplit(x, labels, None, names)
     splits = [everything.subset(index) for index in (train, val, test)]
     stats = None
-    if cfg.standardize:
+    if scaled:
         stats = feature_stats(splits[0].images)
         splits = [ImageSplit(standardize(s.images, stats), s.labels, None, s.names) for s in splits]
         unit = False
@@ -123,4 +130,5 @@ def tensor(cfg: DatasetConfig, data_dir: Path) -> DataBundle:
         label_names=label_names,
         stats=stats,
         unit_range=unit,
+        feature_names=features,
     )

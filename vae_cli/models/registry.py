@@ -33,6 +33,11 @@ def create_model(
     cfg: ModelConfig, image_shape: tuple[int, int, int], latent_dim: int, likelihood: Likelihood
 ) -> VAE:
     """Build the VAE for images of `image_shape` (C, H, W)."""
+    if cfg.name == "auto":
+        raise ConfigError(
+            "model=auto is picked from the data (vae_cli.config.auto.resolve_auto, as vae train does): "
+            f"choose one of {', '.join(MODELS.names())}"
+        )
     if cfg.name != "mlp" and image_shape[1] == 1 and image_shape[2] > 1:
         raise ConfigError(
             f"model={cfg.name} needs images; this data holds vectors of {image_shape[2]} features: "

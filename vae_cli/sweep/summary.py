@@ -123,6 +123,8 @@ def job_row(job_dir: Path, sweep_dir: Path | None = None) -> dict[str, Any]:
     row["status"] = status.get("status") or ("done" if metrics else "unfinished")
     for key in CONFIG_COLUMNS:
         value = _dig(config, (key,))
+        if value is None:  # automatic (latent_dim=null): the value the run gave it
+            value = _dig(metrics, ("automatic", key))
         row[key] = value if isinstance(value, int | float) and not isinstance(value, bool) else ""
     for column, path in METRIC_COLUMNS.items():
         value = _dig(metrics, path)

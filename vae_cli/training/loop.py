@@ -22,6 +22,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from vae_cli.checkpoint import load_checkpoint, save_checkpoint
 from vae_cli.config import TrainConfig, validate_train_config
+from vae_cli.config.auto import before_data, resolve_auto
 from vae_cli.console import (
     StepLog,
     console,
@@ -34,14 +35,15 @@ from vae_cli.console import (
 )
 from vae_cli.data import BatchSource, DataBundle, create_dataset, make_batches, prepare_batch
 from vae_cli.data.base import check_loss_range
-from vae_cli.data.loaders import corrupt
-from vae_cli.errors import Interrupted, TrainingStopped, VaeError
+from vae_cli.data.loaders import PerturbedBatches, corrupt
+from vae_cli.errors import ConfigError, Interrupted, TrainingStopped, VaeError
 from vae_cli.estimators import encode_split
 from vae_cli.io import write_json
 from vae_cli.likelihoods import create_likelihood
 from vae_cli.metrics import representation_metrics
 from vae_cli.models import VAE, create_model
 from vae_cli.objectives import OBJECTIVES, Terms, beta_at
+from vae_cli.paths import background_dir
 from vae_cli.pictures import shown_and_input
 from vae_cli.tensorboard import TensorBoard, log_hparams
 from vae_cli.training.distributed import Dist, init_distributed, shutdown
@@ -88,6 +90,11 @@ class Run:
     epoch_seconds: list[float] = field(default_factory=list)  # this process's training passes, timed
     epoch_walls: list[float] = field(default_factory=list)  # whole epochs (with validation), for the ETA
     before_epoch: Callable[[], None] | None = None
+    #: the checkpoint `train.resume` names to continue after an interrupt; None: this run's last.ckpt
+    #: (the background model's run says the main run's, which then resumes the background too)
+    resume_path: Path | None = None
+    #: the automatic defaults this run resolved (vae_cli/config/auto.py), for metrics.json
+    automatic: dict[str, Any] = field(default_factory=dict)
 
     @property
     def eval_model(self) -> VAE:
@@ -107,62 +114,17 @@ def train(cfg: DictConfig, run_dir: Path, before_epoch: Callable[[], None] | Non
         seed_everything(cfg.seed + dist.rank)
         check_precision(device, tc.precision)
         configure_backends(device)
-        data = create_dataset(cfg.dataset, cfg.data_dir)
+        data = create_dataset(before_data(cfg).dataset, cfg.data_dir)
+        automatic = resolve_auto(cfg, data)  # the automatic defaults (images' or tables'), into cfg
         check_loss_range(data, cfg.loss.name)
-        model = create_model(cfg.model, data.shape, cfg.latent_dim, create_likelihood(cfg.loss)).to(device)
-        if cfg.model.name in ("conv", "resnet") and device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
-        train_batches, val_batches = (
-            make_batches(
-                getattr(data, split),
-                tc.batch_size if split == "train" else eval_batch_size(tc.batch_size),
-                split == "train",
-                cfg.seed,
-                device,
-                cfg.dataset.in_memory,
-                tc.num_workers,
-                rank=dist.rank,
-                world_size=dist.world_size,
-            )
-            for split in ("train", "val")
-        )
-        optimizer = create_optimizer(model, cfg)
-        scheduler = create_scheduler(optimizer, cfg, len(train_batches))
-        ema = (
-            AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema), use_buffers=True)
-            if tc.ema
-            else None
-        )
-        scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "16-mixed")
-        progress = Progress()
-        if tc.resume:
-            progress = resume_from(
-                Path(tc.resume), cfg, model, optimizer, scheduler, ema, scaler, run_dir, dist
-            )
-        wrapped = (
-            DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-            if dist.enabled
-            else model
-        )
-        with GracefulStop() as stop:
-            run = Run(
-                cfg,
-                data,
-                model,
-                maybe_compile(wrapped, tc.compile),
-                optimizer,
-                scheduler,
-                ema,
-                scaler,
-                device,
-                dist,
-                TensorBoard(run_dir / "tensorboard", enabled=dist.is_main),
-                run_dir / "checkpoints",
-                progress,
-                stop,
-                before_epoch=before_epoch,
-            )
+        if tc.background:
+            check_background_data(data)
+        run, train_batches, val_batches = build_run(cfg, data, device, dist, run_dir, before_epoch)
+        run.automatic = automatic
+        with run.stop:
             metrics = fit(run, train_batches, val_batches, run_dir)
+            if tc.background:
+                metrics["background"] = fit_background(run, run_dir)
         dist.barrier()  # every rank leaves together: no process group torn down while rank 0 still tests
         return metrics
     except torch.cuda.OutOfMemoryError:
@@ -172,6 +134,110 @@ def train(cfg: DictConfig, run_dir: Path, before_epoch: Callable[[], None] | Non
         ) from None
     finally:
         shutdown()
+
+
+def build_run(
+    cfg: DictConfig,
+    data: DataBundle,
+    device: torch.device,
+    dist: Dist,
+    run_dir: Path,
+    before_epoch: Callable[[], None] | None = None,
+) -> tuple[Run, BatchSource, BatchSource]:
+    """The model (resumed from train.resume when set), its optimiser and the train and val batches: a
+    Run writing into run_dir, whose `stop` the caller enters around the training."""
+    tc = cfg.train
+    model = create_model(cfg.model, data.shape, cfg.latent_dim, create_likelihood(cfg.loss)).to(device)
+    if cfg.model.name in ("conv", "resnet") and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    train_batches, val_batches = (
+        make_batches(
+            getattr(data, split),
+            tc.batch_size if split == "train" else eval_batch_size(tc.batch_size),
+            split == "train",
+            cfg.seed,
+            device,
+            cfg.dataset.in_memory,
+            tc.num_workers,
+            rank=dist.rank,
+            world_size=dist.world_size,
+        )
+        for split in ("train", "val")
+    )
+    optimizer = create_optimizer(model, cfg)
+    scheduler = create_scheduler(optimizer, cfg, len(train_batches))
+    ema = (
+        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema), use_buffers=True) if tc.ema else None
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "16-mixed")
+    progress = Progress()
+    if tc.resume:
+        progress = resume_from(Path(tc.resume), cfg, model, optimizer, scheduler, ema, scaler, run_dir, dist)
+    wrapped = (
+        DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        if dist.enabled
+        else model
+    )
+    run = Run(
+        cfg,
+        data,
+        model,
+        maybe_compile(wrapped, tc.compile),
+        optimizer,
+        scheduler,
+        ema,
+        scaler,
+        device,
+        dist,
+        TensorBoard(run_dir / "tensorboard", enabled=dist.is_main),
+        run_dir / "checkpoints",
+        progress,
+        GracefulStop(),  # entered by the caller, around the training: `with run.stop:`
+        before_epoch=before_epoch,
+    )
+    return run, train_batches, val_batches
+
+
+# --- the background model of `vae score score=likelihood_ratio` -------------------------------------------
+
+
+def check_background_data(data: DataBundle) -> None:
+    """train.background perturbs pixels: it needs image data (uint8 pixels), checked before training."""
+    if len(data.train) and data.train.take([0]).dtype != torch.uint8:
+        raise ConfigError(
+            f"train.background=true replaces pixels by random values: it needs images, and {data.name} "
+            f"holds other numbers (the likelihood ratio is an image score; use score=neg_elbo for tables)"
+        )
+
+
+def fit_background(main: Run, run_dir: Path) -> dict[str, Any]:
+    """The background model of Ren et al. (2019): the same model, trained (and validated) the same way on
+    inputs whose pixels are each replaced by a random value with probability train.background_noise, into
+    <run>/background/ (its own checkpoints/, tensorboard/ and metrics.json). When train.resume names a
+    run folder that has a background model, that one is resumed; the main checkpoints are never touched."""
+    cfg, tc = main.cfg, main.cfg.train
+    folder = background_dir(run_dir)
+    cfg = OmegaConf.merge(cfg, {"train": {"background": False, "resume": None}})
+    previous = (
+        background_dir(Path(tc.resume).parent.parent) / "checkpoints" / "last.ckpt" if tc.resume else None
+    )
+    if previous is not None and previous.is_file():
+        cfg.train.resume = str(previous)
+    log.info(
+        "training the background model (each pixel replaced by a random value with probability %g) into %s",
+        tc.background_noise,
+        folder,
+    )
+    seed_everything(cfg.seed + main.dist.rank)  # the same start whether or not the main run was resumed
+    run, train_batches, val_batches = build_run(cfg, main.data, main.device, main.dist, folder)
+    run.stop, run.resume_path = main.stop, main.ckpt_dir / "last.ckpt"
+    binary = main.data.binarize == "static"
+    return fit(
+        run,
+        PerturbedBatches(train_batches, tc.background_noise, cfg.seed, binary),
+        PerturbedBatches(val_batches, tc.background_noise, cfg.seed + 1, binary),
+        folder,
+    )
 
 
 def fit(run: Run, train_batches: BatchSource, val_batches: BatchSource, run_dir: Path) -> dict[str, Any]:
@@ -220,6 +286,7 @@ def fit(run: Run, train_batches: BatchSource, val_batches: BatchSource, run_dir:
         "wall_time_s": time.perf_counter() - started,
         "epoch_train_seconds": run.epoch_seconds,  # the training pass of each epoch this process ran
         "units": "nats per example",
+        "automatic": run.automatic,  # the keys left automatic and the values this run gave them
     }
     write_json(run_dir / "metrics.json", metrics)
     print_results(run, metrics, run_dir)
@@ -300,7 +367,7 @@ def train_step(
     `finite` (a device tensor) says whether the loss (and, when clipped, the gradient) is finite."""
     with autocast(run.device, tc.precision):
         terms = objective(run.model, inputs, objective_cfg, beta, target=x, forward=run.forward)
-        loss = terms.loss(beta, tc.free_bits)
+        loss = terms.loss(beta, tc.free_bits, tc.trim or 0.0)
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
     finite = torch.isfinite(loss)
@@ -339,15 +406,19 @@ def end_epoch(
         run.scheduler.step(val_metrics["loss"])
     run.tb.scalars("train", {"examples_per_sec": train_metrics["examples_per_sec"]}, progress.step)
     run.tb.scalars("val", val_metrics, progress.step)
+    validated = len(run.data.val) > 0  # without a validation split, the latest epoch is the best
     if (
         run.dist.is_main
+        and validated
         and tc.image_every
         and (progress.epoch % tc.image_every == 0 or progress.epoch == tc.epochs)
     ):
         log_images(run.tb, run.eval_model, val_batches, run.data, run.cfg.seed, progress.step)
-    is_best = val_metrics["loss"] < progress.best_val
+    is_best = not validated or val_metrics["loss"] < progress.best_val
     if is_best:
-        progress.best_val, progress.best_epoch = val_metrics["loss"], progress.epoch
+        progress.best_epoch = progress.epoch
+        if validated:
+            progress.best_val = val_metrics["loss"]
     if run.dist.is_main:
         payload = checkpoint_payload(run, train_metrics, val_metrics)
         save_checkpoint(run.ckpt_dir / "last.ckpt", payload)
@@ -412,8 +483,9 @@ def mean_objective(
     device: torch.device,
     dist: Dist | None = None,
 ) -> dict[str, float]:
-    """The training objective over a split, nats per example: loss (with the configured beta), recon,
-    KL and negative ELBO, with z ~ q(z|x).
+    """The training objective over a split, nats per example: loss (with the configured beta, and with
+    train.trim each batch's trimmed mean, so that the anomalies of a contaminated validation split do
+    not decide early stopping), recon, KL and negative ELBO (over every example), with z ~ q(z|x).
 
     A generator seeded the same way every time draws the noise, so the number moves only when the
     model does, and evaluation leaves the training RNG untouched. With several processes, each
@@ -428,14 +500,16 @@ def mean_objective(
         inputs = corrupt(x, tc.denoise, tc.noise_level, generator, clamp=data.unit_range)
         with autocast(device, tc.precision):
             terms = objective(model, inputs, objective_cfg, cfg.beta, target=x, generator=generator)
-            loss = terms.loss(cfg.beta, tc.free_bits)
+            loss = terms.loss(cfg.beta, tc.free_bits, tc.trim or 0.0)  # trimmed like training's
         sums += torch.stack([loss * len(x), terms.recon.sum(), terms.kl.sum()]).double()
         n += len(x)
     totals = torch.cat([sums, torch.tensor([float(n)], dtype=torch.float64, device=device)])
     if dist is not None:
         dist.sum(totals)
     model.train()
-    loss, recon, kl = (totals[:3] / totals[3].clamp(min=1)).tolist()
+    if totals[3] == 0:  # an empty split (dataset.val_fraction=0, test_fraction=0): no numbers
+        return {"loss": math.nan, "recon": math.nan, "kl": math.nan, "neg_elbo": math.nan}
+    loss, recon, kl = (totals[:3] / totals[3]).tolist()
     return {"loss": loss, "recon": recon, "kl": kl, "neg_elbo": recon + kl}
 
 
@@ -536,9 +610,11 @@ def interrupted(run: Run, train_metrics: dict[str, float]) -> Interrupted:
             f"the checkpoint"
         )
     save_checkpoint(path, checkpoint_payload(run, train_metrics, {}))
+    what = "the background model" if run.resume_path is not None else ""
     message = (
-        f"interrupted ({run.stop.requested}): stopped at {where}; checkpoint written; continue with: "
-        f"vae train train.resume={path.resolve()} (and the same overrides)"
+        f"interrupted ({run.stop.requested}): stopped {what + ' ' if what else ''}at {where}; checkpoint "
+        f"written; continue with: vae train train.resume={(run.resume_path or path).resolve()} (and the same "
+        f"overrides)"
     )
     log_to_files(message)  # train.log says how to go on too; the console gets it once, as the exit line
     return Interrupted(message)

@@ -67,6 +67,7 @@ def checkpoint_payload(
         "metrics": {"train": train_metrics, "val": val_metrics},
         "image_shape": list(run.model.image_shape),
         "data_stats": run.data.stats,
+        "feature_names": run.data.feature_names,
     }
 
 
