@@ -4,6 +4,7 @@ and the same protocol, in one run.
     .venv/bin/python benchmarks/anomaly.py            # what `make bench-anomaly` runs (tens of minutes)
     .venv/bin/python benchmarks/anomaly.py --quick    # smoke run: 2 tables, 1 seed, 1 held-out class, 1 epoch
     .venv/bin/python benchmarks/anomaly.py --only tables --seeds 5
+    .venv/bin/python benchmarks/anomaly.py --work runs/ --reuse   # continue a long run: only what is missing
 
 PyOD is a benchmark-only dependency: `pip install -e '.[bench]'` (or `pip install pyod`).
 
@@ -17,14 +18,14 @@ the rows, drawn afresh for each seed):
 
 Every detector trains on all rows and scores all rows, unsupervised (the labels only grade the
 ranking), as PyOD's detectors are used: `vae` through its command line (the commands of
-docs/own-data.md, TABLE_TRAIN and TABLE_SCORE below; `vae train` itself holds out 10% of the rows for
-validation and 10% for test, and `vae score input=<the csv>` scores every row), PyOD's VAE and
+docs/own-data.md, TABLE_TRAIN and TABLE_SCORE below: `vae train` on every row, no validation or test
+split, and `vae score input=<the csv>` of every row), PyOD's VAE and
 AutoEncoder with their defaults, scikit-learn's IsolationForest with its defaults. ROC AUC and average
 precision (scikit-learn's) per set, mean and standard deviation over the seeds.
 
 Images: Fashion-MNIST with each class held out in turn. `vae train` on the nine other classes' training
 images (IMAGE_TRAIN, with its background model), then `vae score` of the 10,000 test images with each
-image score (neg_elbo, complexity, likelihood_ratio); the held-out class is the anomaly. IsolationForest
+image score (neg_elbo, complexity, likelihood_ratio, latent); the held-out class is the anomaly. IsolationForest
 on the same training images' pixels as the reference (PyOD's VAE and AutoEncoder on 54,000 images with
 their defaults take hours on a CPU: --pyod-images adds them).
 """
@@ -64,7 +65,7 @@ IMAGE_TRAIN = [
     "train.background=true",
 ]
 #: the image scores compared, each a `vae score score=<name>` of the same run
-IMAGE_SCORES = ("neg_elbo", "complexity", "likelihood_ratio")
+IMAGE_SCORES = ("neg_elbo", "complexity", "likelihood_ratio", "latent")
 TABLE_SETS = ("breast_cancer", "wine", "digits", "planted")
 ANOMALY_SHARE = 0.05
 PLANTED = 5  # gross outliers in the planted set
@@ -141,8 +142,15 @@ def write_table(path: Path, x: np.ndarray, labels: np.ndarray) -> None:
 # --- the detectors -----------------------------------------------------------------------------------------
 
 
-def vae_command(args: list[str], cwd: Path) -> None:
-    """`vae <args>` in a fresh process, as a user runs it; stops the benchmark with its error if it fails."""
+#: --reuse: a command whose output is already in the work folder is not run again (a long run continued)
+REUSE = False
+
+
+def vae_command(args: list[str], cwd: Path, output: str | None = None) -> None:
+    """`vae <args>` in a fresh process, as a user runs it; stops the benchmark with its error if it fails.
+    With --reuse, skipped when `output` (a file under cwd that the command writes last) already exists."""
+    if REUSE and output is not None and (cwd / output).is_file():
+        return
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
     result = subprocess.run(
         [sys.executable, "-m", "vae_cli", *args], cwd=cwd, env=env, capture_output=True, text=True
@@ -165,9 +173,13 @@ def vae_on_table(x: np.ndarray, labels: np.ndarray, seed: int, folder: Path) -> 
     data = folder / "table.csv"
     write_table(data, x, labels)
     train = ["train", "dataset=tensor", f"dataset.path={data}", "dataset.label_column=label", *TABLE_TRAIN]
-    vae_command([*train, f"seed={seed}", f"dataset.seed={seed}", "hydra.run.dir=run"], folder)
     vae_command(
-        ["score", "ckpt=run", f"input={data}", "label_column=label", *TABLE_SCORE, "out=score"], folder
+        [*train, f"seed={seed}", f"dataset.seed={seed}", "hydra.run.dir=run"], folder, "run/metrics.json"
+    )
+    vae_command(
+        ["score", "ckpt=run", f"input={data}", "label_column=label", *TABLE_SCORE, "out=score"],
+        folder,
+        "score/score_metrics.json",
     )
     return read_scores(folder / "score" / "scores.csv", len(x))
 
@@ -267,13 +279,18 @@ def run_images(
         folder = work / "images" / str(c)
         folder.mkdir(parents=True, exist_ok=True)
         train = ["train", "dataset=fashion_mnist", f"dataset.exclude_classes=[{c}]", *IMAGE_TRAIN, *extra]
-        vae_command([*train, "hydra.run.dir=run"], folder)
+        vae_command([*train, "hydra.run.dir=run"], folder, "run/background/metrics.json")
         train_x, test_x, labels = fashion_data(c)
         if quick:
             test_x, labels = test_x[:2000], labels[:2000]
         row = {}
         for name in IMAGE_SCORES:
-            vae_command(["score", "ckpt=run", f"score={name}", *limit, f"out=score_{name}"], folder)
+            out = f"score_{name}"
+            vae_command(
+                ["score", "ckpt=run", f"score={name}", *limit, f"out={out}"],
+                folder,
+                f"{out}/score_metrics.json",
+            )
             row[f"vae {name}"] = grade(
                 read_scores(folder / f"score_{name}" / "scores.csv", len(labels)), labels
             )
@@ -358,7 +375,14 @@ def main(argv: list[str] | None = None) -> None:
         "--pyod-images", action="store_true", help="also PyOD's VAE and AutoEncoder on images (hours)"
     )
     parser.add_argument("--work", type=Path, help="keep the runs here (default: a temporary folder)")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="with --work: keep the runs and scores already there, run the rest",
+    )
     args = parser.parse_args(argv)
+    global REUSE
+    REUSE = args.reuse and args.work is not None
     need_pyod()
     sets = tuple(s for s in args.sets.split(",") if s)
     classes = [int(c) for c in args.classes.split(",") if c]
