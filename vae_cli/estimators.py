@@ -6,6 +6,9 @@ encode a split and bound its log-likelihood.
     neg_elbo   recon + kl: -ELBO, an upper bound on -log p(x)
     iwae_nll   -IWAE_k = -log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x) on the same draws (Burda et al. 2015):
                also an upper bound on -log p(x) in expectation, tighter than -ELBO and tightening with k
+    discrete_*  recon, neg_elbo and iwae_nll under the model's likelihood read as a distribution of 8-bit
+               pixels (`Likelihood.on_8bit_data`: a Gaussian's bin masses), from the same draws: upper
+               bounds on -log P(x) of the 8-bit data where the model's own are those of a density
     recon_error  sum over dimensions of (x - E[x|z = mu(x)])^2, the squared error of the mean
                reconstruction in the model's input units: not a bound on anything
 
@@ -17,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -25,6 +28,7 @@ import torch
 from vae_cli.console import batch_progress, console, duration
 from vae_cli.data import make_batches, prepare_batch
 from vae_cli.data.base import Split
+from vae_cli.likelihoods import Likelihood
 from vae_cli.models import VAE
 from vae_cli.models.vae import gaussian_kl
 
@@ -101,26 +105,50 @@ def importance_weighted_bound(
     x is encoded once (or not at all when its `posterior` (mu, logvar) is given); the k draws are decoded
     `chunk` at a time as one (chunk * N)-row batch, so memory stays bounded whatever k is. `chunk`
     defaults to about VALUES_PER_PASS decoded values a pass."""
+    return importance_weighted_bounds(model, x, k, [model.likelihood], chunk, generator, posterior)[0]
+
+
+@torch.inference_mode()
+def importance_weighted_bounds(
+    model: VAE,
+    x: torch.Tensor,
+    k: int,
+    likelihoods: Sequence[Likelihood],
+    chunk: int | None = None,
+    generator: torch.Generator | None = None,
+    posterior: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> list[ImportanceEstimate]:
+    """`importance_weighted_bound` with p(x|z) read by each of `likelihoods` from the same decodings of
+    the same draws: one estimate per likelihood, for the price of one pass."""
     n = len(x)
     chunk = max(1, min(k, chunk or VALUES_PER_PASS // max(1, n * math.prod(x.shape[1:]))))
     mu, logvar = model.encode(x) if posterior is None else posterior
     mu, logvar = mu.float(), logvar.float()
     std = torch.exp(0.5 * logvar)
-    log_w, log_px_z = [], []
+    ratios: list[torch.Tensor] = []
+    log_px_z: list[list[torch.Tensor]] = [[] for _ in likelihoods]
     for start in range(0, k, chunk):
         s = min(chunk, k - start)
         eps = torch.randn((s, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
         z = mu + std * eps  # (s, N, latent)
         params = model.decode(z.flatten(0, 1))
-        lp_x_z = model.likelihood.log_prob(params.view(s, len(x), *params.shape[1:]), x)  # (s, N)
+        params = params.view(s, len(x), *params.shape[1:])
+        for scores, likelihood in zip(log_px_z, likelihoods, strict=True):
+            scores.append(likelihood.log_prob(params, x))  # (s, N)
         # log p(z) - log q(z|x) for N(0, I) and N(mu, sigma^2): the log(2 pi) terms cancel.
-        ratio = -0.5 * (z.pow(2) - eps.pow(2) - logvar).sum(-1)
-        log_w.append(lp_x_z + ratio)
-        log_px_z.append(lp_x_z)
-    log_w_all = torch.cat(log_w)  # (k, N)
-    log_px = torch.logsumexp(log_w_all.double(), dim=0) - math.log(k)
-    mean_log_px_z = torch.cat(log_px_z).double().mean(0)
-    return ImportanceEstimate(log_px, mean_log_px_z, log_w_all.double().mean(0) - mean_log_px_z)
+        ratios.append(-0.5 * (z.pow(2) - eps.pow(2) - logvar).sum(-1))
+    ratio = torch.cat(ratios)  # (k, N)
+    return [_estimate(torch.cat(scores), ratio, k) for scores in log_px_z]
+
+
+def _estimate(log_px_z: torch.Tensor, ratio: torch.Tensor, k: int) -> ImportanceEstimate:
+    """The estimates from log p(x|z_i) and log p(z_i) - log q(z_i|x), each (k, N) float32; the sums over
+    the k draws in float64."""
+    log_w = (log_px_z + ratio).double()
+    mean_log_px_z = log_px_z.double().mean(0)
+    return ImportanceEstimate(
+        torch.logsumexp(log_w, dim=0) - math.log(k), mean_log_px_z, log_w.mean(0) - mean_log_px_z
+    )
 
 
 def iwae_log_likelihood(
@@ -147,16 +175,20 @@ def estimate_split(
     in_memory: str = "auto",
     recon_error: bool = False,
     label: str = "evaluate",
+    discrete: Likelihood | None = None,
 ) -> dict[str, torch.Tensor]:
     """Every example's estimates (see the module's docstring) from k draws z ~ q(z|x) each:
     recon, kl, neg_elbo, iwae_nll (N,) float64, kl_per_dim (N, latent_dim) float64 and mu (N, latent_dim)
-    float32, all on the CPU; with `recon_error`, also that (N,). Binarised data is binarised once, with
-    the generator of `seed` (the draws of z use seed + 1)."""
+    float32, all on the CPU; with `recon_error`, also that (N,); with a `discrete` likelihood (the
+    model's read as a distribution of 8-bit pixels: `Likelihood.on_8bit_data`), also discrete_recon,
+    discrete_neg_elbo and discrete_iwae_nll (N,), under it, from the same draws. Binarised data is
+    binarised once, with the generator of `seed` (the draws of z use seed + 1)."""
     device = next(model.parameters()).device
     data_generator = torch.Generator(device=device).manual_seed(seed)
     noise_generator = torch.Generator(device=device).manual_seed(seed + 1)
     batches = make_batches(split, batch_size, False, seed, device, in_memory)
     columns: dict[str, list[torch.Tensor]] = {}
+    likelihoods = [model.likelihood] if discrete is None else [model.likelihood, discrete]
     # A bar in a terminal; elsewhere (no bar is drawn there) lines in the log, with the time left.
     lines = None if console.is_terminal else ProgressLog(label, len(batches))
     with batch_progress(label, eta=True) as bar:
@@ -164,7 +196,9 @@ def estimate_split(
         for images in batches:
             x = prepare_batch(images, binarize, data_generator)
             mu, logvar = model.encode(x)
-            est = importance_weighted_bound(model, x, k, chunk, noise_generator, posterior=(mu, logvar))
+            est, *also = importance_weighted_bounds(
+                model, x, k, likelihoods, chunk, noise_generator, posterior=(mu, logvar)
+            )
             kl_per_dim = gaussian_kl(mu, logvar).double()
             recon, kl = -est.log_px_given_z, kl_per_dim.sum(1)
             batch = {
@@ -175,6 +209,10 @@ def estimate_split(
                 "kl_per_dim": kl_per_dim,
                 "mu": mu.float(),
             }
+            for other in also:
+                batch["discrete_recon"] = -other.log_px_given_z
+                batch["discrete_neg_elbo"] = -other.log_px_given_z + kl
+                batch["discrete_iwae_nll"] = -other.log_px
             if recon_error:
                 mean = model.likelihood.mean(model.decode(mu)).float()
                 batch["recon_error"] = (x.float() - mean).pow(2).flatten(1).sum(1).double()

@@ -41,6 +41,12 @@ class Likelihood(nn.Module):
         """A draw x ~ p(x|z)."""
         raise NotImplementedError
 
+    def on_8bit_data(self) -> Likelihood | None:
+        """The likelihood that scores 8-bit pixels as the discrete data they are, a distribution over each
+        pixel's 256 levels, from the same decoder outputs; None where there is none (Bernoulli: a
+        distribution of binary data)."""
+        return None
+
 
 def _sum_data_dims(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(-3).sum(-1)
@@ -102,6 +108,68 @@ class Gaussian(Likelihood):
         eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         return mu + torch.exp(log_sigma) * eps
 
+    def on_8bit_data(self) -> Likelihood:
+        return DiscretizedGaussian(self)
+
+
+class DiscretizedGaussian(Likelihood):
+    """A Gaussian likelihood read as a distribution over 8-bit pixels, for evaluation: each pixel's
+    probability is the mass of its bin of width 1/255 around x under N(mu, sigma^2), the end bins
+    reaching to -inf and +inf, so the 256 masses sum to 1 and -log p(x|z) is a code length of the 8-bit
+    image, whatever sigma the model learned.
+
+    Chosen over uniform dequantisation (-log of the density at x + u, u ~ U(0, 1/256), plus D log 256 per
+    image): that bound holds only in expectation over the noise and is loose for a model trained on the
+    undithered x, whose density at the grid points can exceed 256 per dimension (a negative code length
+    once sigma is small); the bin masses need no noise and bound -log P(x) of the 8-bit data for any
+    Gaussian, the same decoder outputs the model was trained to give."""
+
+    def __init__(self, gaussian: Gaussian) -> None:
+        super().__init__()
+        self.gaussian = gaussian
+        self.param_channels = gaussian.param_channels
+
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        mu, log_sigma = self.gaussian._split(params)
+        # in float64: a bin much narrower than sigma is the difference of two nearly equal log Phi, whose
+        # float32 rounding would cost 1e-4 of its mass (evaluation only, so the cost does not matter)
+        log_p = discretized_normal_log_prob(mu.double(), log_sigma.double(), x.double())
+        return _sum_data_dims(log_p).to(mu.dtype)
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        return self.gaussian.mean(params).clamp(0.0, 1.0)
+
+    def on_8bit_data(self) -> Likelihood:
+        return self
+
+    def sample(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A Gaussian draw put in its bin: clamped to [0, 1] and rounded to the 256 levels."""
+        return (self.gaussian.sample(params, generator).clamp(0.0, 1.0) * 255).round() / 255
+
+
+def discretized_normal_log_prob(mu: torch.Tensor, log_sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """log P(bin of x) under N(mu, e^(2 log_sigma)) per pixel, x in {0, 1/255, ..., 1}, the end bins
+    taking the tails. With a < b the bin's edges in standard units, and the bin reflected to the left of
+    the mean (a, b -> -b, -a) when its centre lies right of it, so that Phi is read where it is small and
+    accurate:
+
+        log (Phi(b) - Phi(a)) = log Phi(b) + log(1 - exp(log Phi(a) - log Phi(b)))
+
+    exact and finite however far the bin lies from the mean (log_ndtr is accurate in the far tail)."""
+    half = 0.5 / 255
+    inv = torch.exp(-log_sigma)
+    low = torch.where(x < half, -math.inf, (x - half - mu) * inv)
+    high = torch.where(x > 1 - half, math.inf, (x + half - mu) * inv)
+    right = (x - mu) > 0  # the bin's centre is right of the mean: reflect it
+    a, b = torch.where(right, -high, low), torch.where(right, -low, high)
+    log_b = torch.special.log_ndtr(b)
+    return log_b + _log1mexp(torch.special.log_ndtr(a) - log_b)
+
+
+def _log1mexp(t: torch.Tensor) -> torch.Tensor:
+    """log(1 - e^t) for t <= 0, accurate on both sides of -log 2 (Maechler 2012)."""
+    return torch.where(t > -math.log(2), torch.log(-torch.expm1(t)), torch.log1p(-torch.exp(t)))
+
 
 def _log_sigmoid(t: torch.Tensor) -> torch.Tensor:
     """log sigmoid(t) = min(t, 0) + log sigmoid(|t|): sigmoid(|t|) lies in [0.5, 1], so its log is stable;
@@ -112,21 +180,31 @@ def _log_sigmoid(t: torch.Tensor) -> torch.Tensor:
 class DiscretizedLogistic(Likelihood):
     """p(x|z) for 8-bit pixels, x in {0, 1/255, ..., 1}: each pixel's probability is the mass of its bin
     (width 1/255) under a logistic with the decoder's mean and scale, the end bins reaching to -inf and
-    +inf (Salimans et al. 2017, PixelCNN++). A proper discrete likelihood: -log p(x|z) is a code length
-    of the 8-bit image (never negative), so -ELBO in bits compares with the bits of a lossless
-    compressor (`vae score score=complexity`). The scale is learned once for all pixels ('global') or
-    predicted per pixel by the decoder ('pixel')."""
+    +inf (Salimans et al. 2017, PixelCNN++), or under a mixture of K such logistics. A proper discrete
+    likelihood: -log p(x|z) is a code length of the 8-bit image (never negative), so -ELBO in bits
+    compares with published bits per dimension and with the bits of a lossless compressor
+    (`vae score score=complexity`). The scale is learned once for all pixels ('global', shared by the
+    components) or predicted per pixel by the decoder ('pixel').
+
+    The decoder's outputs per data channel, in blocks of C channels (block j is channels j*C .. j*C+C-1):
+    the K components' means, then (scale=pixel) their log-scales, then (K > 1) their mixture logits; at
+    K = 1 this is [mean, log-scale], the single logistic's layout. Each data channel of each pixel has
+    its own mixture (PixelCNN++ shares the mixture across a pixel's channels and couples the channels
+    autoregressively; here the latent code carries their dependence)."""
 
     BIN = 1.0 / 255.0
 
-    def __init__(self, scale: str, init_scale: float, min_scale: float) -> None:
+    def __init__(self, scale: str, init_scale: float, min_scale: float, components: int = 1) -> None:
         super().__init__()
         self.scale = scale
+        self.components = components
         self.min_log_scale = math.log(min_scale)
-        self.param_channels = 2 if scale == "pixel" else 1
+        blocks_per_component = 2 if scale == "pixel" else 1
+        self.param_channels = components * blocks_per_component + (components if components > 1 else 0)
         self.log_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
 
     def _split(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """K = 1: (mean, log-scale), each (..., C, H, W)."""
         params = params.float()
         if self.scale == "pixel":
             mu, log_scale = params.chunk(2, dim=-3)
@@ -134,19 +212,60 @@ class DiscretizedLogistic(Likelihood):
             mu, log_scale = params, self.log_scale.expand_as(params)
         return mu, log_scale.clamp(min=self.min_log_scale)
 
+    def _mixture(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """K > 1: (log mixture weights, means, log-scales), each (..., K, C, H, W)."""
+        k = self.components
+        params = params if params.dtype == torch.float64 else params.float()  # float64 kept: gradcheck
+        # one view and unbind (not a slice per block): the backward writes every gradient into one tensor
+        blocks = params.unflatten(-3, (self.param_channels // k, k, -1)).unbind(-5)  # each (..., K, C, H, W)
+        if self.scale == "pixel":
+            means, log_scales, logits = blocks
+        else:
+            (means, logits), log_scales = blocks, self.log_scale.expand_as(blocks[0])
+        return torch.log_softmax(logits, dim=-4), means, log_scales.clamp(min=self.min_log_scale)
+
     def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        mu, log_scale = self._split(params)
-        log_p = DiscretizedLogisticLogProb.apply(mu, log_scale, x.float().expand_as(mu))
+        if self.components == 1:
+            mu, log_scale = self._split(params)
+            log_p = DiscretizedLogisticLogProb.apply(mu, log_scale, x.float().expand_as(mu))
+            return _sum_data_dims(log_p)
+        log_weights, means, log_scales = self._mixture(params)
+        x = x.to(means.dtype).unsqueeze(-4).expand_as(means)
+        # log sum_k pi_k P_k(bin): each P_k in log space (exact and stable, see DiscretizedLogisticLogProb),
+        # combined by log-sum-exp, so bins that every component finds unlikely stay finite
+        log_p = torch.logsumexp(log_weights + DiscretizedLogisticLogProb.apply(means, log_scales, x), dim=-4)
         return _sum_data_dims(log_p)
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
-        return self._split(params)[0].clamp(0.0, 1.0)
+        """The mean of the (mixture of) logistic(s), clamped to the pixel range [0, 1]."""
+        if self.components == 1:
+            return self._split(params)[0].clamp(0.0, 1.0)
+        log_weights, means, _ = self._mixture(params)
+        return (log_weights.exp() * means).sum(-4).clamp(0.0, 1.0)
 
     def sample(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        mu, log_scale = self._split(params)
+        """A component drawn by its weight (K > 1), then a logistic draw rounded to the 256 levels."""
+        if self.components == 1:
+            mu, log_scale = self._split(params)
+        else:
+            log_weights, means, log_scales = self._mixture(params)
+            pick = _draw_component(log_weights, generator)
+            mu, log_scale = means.gather(-4, pick).squeeze(-4), log_scales.gather(-4, pick).squeeze(-4)
         u = torch.rand(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype).clamp(1e-6, 1 - 1e-6)
         x = mu + torch.exp(log_scale) * (torch.log(u) - torch.log1p(-u))
         return (x.clamp(0.0, 1.0) * 255).round() / 255
+
+    def on_8bit_data(self) -> Likelihood:
+        return self
+
+
+def _draw_component(log_weights: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One component index per pixel from weights (..., K, C, H, W), by inverting the weights' running
+    sum at u ~ U[0, 1): index (..., 1, C, H, W)."""
+    cumulative = log_weights.exp().cumsum(-4)
+    shape = (*cumulative.shape[:-4], 1, *cumulative.shape[-3:])
+    u = torch.rand(shape, generator=generator, device=cumulative.device, dtype=cumulative.dtype)
+    return (cumulative < u).sum(-4, keepdim=True).clamp_(max=log_weights.shape[-4] - 1)
 
 
 class DiscretizedLogisticLogProb(torch.autograd.Function):
@@ -235,7 +354,7 @@ def _gaussian(cfg: LossConfig) -> Likelihood:
 
 @LIKELIHOODS.register("logistic")
 def _logistic(cfg: LossConfig) -> Likelihood:
-    return DiscretizedLogistic(cfg.scale, cfg.init_scale, cfg.min_scale)
+    return DiscretizedLogistic(cfg.scale, cfg.init_scale, cfg.min_scale, cfg.components)
 
 
 def create_likelihood(cfg: LossConfig) -> Likelihood:

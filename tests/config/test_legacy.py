@@ -86,3 +86,11 @@ def test_an_mlp_checkpoint_from_before_dropout_loads_and_resumes_as_it_was(tmp_p
     assert trained.feature_names is None  # older checkpoints: a scored CSV is matched by position
     # a run resuming from it compares its settings with today's: the dropout it was trained with
     assert upgrade_config(config)["model"]["dropout"] == 0.0
+
+
+def test_a_logistic_run_from_before_mixtures_resumes_as_one_component() -> None:
+    from vae_cli.config.legacy import upgrade_config
+
+    saved = {"loss": {"name": "logistic", "scale": "pixel", "init_scale": 0.05, "min_scale": 1e-4}}
+    upgraded = upgrade_config(saved)
+    assert upgraded["loss"]["components"] == 1  # the single logistic it was trained as

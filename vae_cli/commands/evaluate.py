@@ -6,6 +6,14 @@
                -log p(x) (Burda et al. 2015): an upper bound on it in expectation, tightening as k grows,
                tighter than neg_elbo (see vae_cli/estimators.py)
     *_bits_per_dim  the same divided by D ln 2 (D = C * H * W)
+    data       8-bit (uint8 pixels), binary (8-bit, all 0 or 255), binarised (dataset.binarize), continuous
+    bound      what neg_elbo and iwae_nll bound, in words: -log p(x) of the 8-bit data (loss=logistic on
+               8-bit images), of the binary data (loss=bernoulli on binary or binarised images), or no
+               probability of discrete data (a Gaussian's density, Bernoulli's BCE on grey levels)
+    discrete_* a Gaussian on 8-bit images: recon, neg_elbo, iwae_nll and their bits per dimension under the
+               discretised Gaussian (Likelihood.on_8bit_data), from the same draws: upper bounds on
+               -log p(x) of the 8-bit data
+    comparable the keys of the numbers that compare with published ones on the same data ([] if none)
     active_units    latent dimensions with Var_x(E_q[z_j|x]) > 0.01
     kl_per_dim      KL(q(z_j|x) || N(0, 1)) averaged over x, in closed form (it sums to kl)
     probe_accuracy  a logistic regression on mu, fitted on the train split, scored on this one (labelled data)
@@ -32,7 +40,7 @@ from vae_cli.commands.common import load_data, open_run, pick_split, run_tensorb
 from vae_cli.config import validate_evaluate_config
 from vae_cli.console import console, fmt
 from vae_cli.data import DataBundle
-from vae_cli.data.base import Split
+from vae_cli.data.base import Split, holds_8bit_pixels
 from vae_cli.estimators import encode_split, estimate_split
 from vae_cli.io import write_json
 from vae_cli.metrics import (
@@ -64,6 +72,10 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     )
 
     started = time.perf_counter()
+    kind = data_kind(data, split)
+    loss = trained.config.loss.name
+    gaussian_on_pixels = kind in ("8-bit", "binary") and loss == "gaussian"
+    discrete = trained.model.likelihood.on_8bit_data() if gaussian_on_pixels else None
     per_example = estimate_split(
         trained.model,
         split,
@@ -73,6 +85,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         batch_size=cfg.batch_size,
         chunk=cfg.chunk,
         in_memory=trained.dataset.in_memory,
+        discrete=discrete,
     )
     mu = per_example["mu"]
     metrics: dict[str, Any] = {
@@ -87,6 +100,12 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     }
     metrics["elbo_bits_per_dim"] = bits_per_dim(metrics["neg_elbo"], num_dims)
     metrics["iwae_bits_per_dim"] = bits_per_dim(metrics["iwae_nll"], num_dims)
+    metrics.update(what_is_bounded(loss, kind))
+    if discrete is not None:
+        for key in ("discrete_neg_elbo", "discrete_recon", "discrete_iwae_nll"):
+            metrics[key] = float(per_example[key].mean())
+        metrics["discrete_elbo_bits_per_dim"] = bits_per_dim(metrics["discrete_neg_elbo"], num_dims)
+        metrics["discrete_iwae_bits_per_dim"] = bits_per_dim(metrics["discrete_iwae_nll"], num_dims)
     metrics["num_dims"] = num_dims
     metrics["latent_dim"] = trained.model.latent_dim
     metrics["active_units"] = active_units(mu)
@@ -109,18 +128,65 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             "kl",
             "iwae_nll",
             "iwae_bits_per_dim",
+            "discrete_iwae_bits_per_dim",
             "active_units",
             "probe_accuracy",
             "mig",
         ]
         tb.scalars(
-            f"evaluate/{cfg.split}", {k: metrics[k] for k in scalars if metrics[k] is not None}, trained.step
+            f"evaluate/{cfg.split}",
+            {k: metrics[k] for k in scalars if metrics.get(k) is not None},
+            trained.step,
         )
         tb.close()
         log.info("logged evaluate/%s to %s", cfg.split, trained.run_dir / "tensorboard")
     console.print(results_table(metrics, data.name))
     console.print(f"wrote [bold]{path}[/bold]")
     return metrics
+
+
+def data_kind(data: DataBundle, split: Split) -> str:
+    """8-bit (uint8 pixels as stored), binary (8-bit, every pixel of the split, held in memory, 0 or
+    255), binarised (dataset.binarize), or continuous (float values)."""
+    if data.binarize != "none":
+        return "binarised"
+    if not holds_8bit_pixels(data):
+        return "continuous"
+    binary = split.in_memory and len(split) and bool(((split.images == 0) | (split.images == 255)).all())
+    return "binary" if binary else "8-bit"
+
+
+def what_is_bounded(loss: str, kind: str) -> dict[str, Any]:
+    """What the model's neg_elbo and iwae_nll are upper bounds of, in words, and the keys of the numbers
+    that compare with published ones on the same data (bits/dim on 8-bit images, nats on binary ones).
+    A density of continuous values is not a probability of discrete data: its -log can be negative and
+    shifts with the units, so it compares with nothing; the discretised Gaussian's numbers do."""
+    own = ["neg_elbo", "iwae_nll", "elbo_bits_per_dim", "iwae_bits_per_dim"]
+    pixels = kind in ("8-bit", "binary")
+    if loss == "logistic" and pixels:
+        bound = "upper bounds on -log p(x) of the 8-bit data (the discretised logistic's 256 bins)"
+        return {"data": kind, "bound": bound, "comparable": own}
+    if loss == "bernoulli" and kind in ("binary", "binarised"):
+        bound = (
+            f"upper bounds on -log p(x) of the {kind} data (Bernoulli is a discrete likelihood of it): they "
+            f"compare with papers' nats on the same {kind} data, not with 8-bit bits/dim"
+        )
+        return {"data": kind, "bound": bound, "comparable": own}
+    if loss == "gaussian" and pixels:
+        bound = (
+            "-log of a Gaussian density at the pixel values: not a bound on -log p(x) of the 8-bit data, not "
+            "comparable; the discrete_* numbers are (the discretised Gaussian)"
+        )
+        return {"data": kind, "bound": bound, "comparable": [f"discrete_{key}" for key in own]}
+    if loss == "bernoulli":
+        bound = (
+            f"BCE on {kind} values (not all 0 or 1): not normalised, not a bound on -log p(x), not comparable"
+        )
+    elif loss == "gaussian":
+        bound = f"upper bounds on -log of a Gaussian density of the {kind} values: not comparable with papers"
+    else:
+        bound = f"loss={loss} on {kind} data: not a bound on -log p(x) of the data as stored, not comparable"
+    return {"data": kind, "bound": bound, "comparable": []}
 
 
 def probe(
@@ -154,6 +220,17 @@ def results_table(metrics: dict[str, Any], dataset: str) -> Table:
     table.add_row(
         f"-log p(x), IWAE k={m['iwae_k']}", f"{fmt(m['iwae_nll'])}  ({m['iwae_bits_per_dim']:.4f} bits/dim)"
     )
+    table.add_row("  these bound", m["bound"])
+    if "discrete_neg_elbo" in m:
+        table.add_row(
+            "-ELBO, discretised (8-bit data)",
+            f"{fmt(m['discrete_neg_elbo'])}  ({m['discrete_elbo_bits_per_dim']:.4f} bits/dim)",
+        )
+        table.add_row(
+            f"-log p(x), IWAE k={m['iwae_k']}, discretised",
+            f"{fmt(m['discrete_iwae_nll'])}  ({m['discrete_iwae_bits_per_dim']:.4f} bits/dim)",
+        )
+    table.add_row("compare with papers", ", ".join(m["comparable"]) or "none of these")
     table.add_row("active units", f"{m['active_units']} / {m['latent_dim']}")
     top = sorted(enumerate(m["kl_per_dim"]), key=lambda t: -t[1])[:5]
     table.add_row("KL per dimension (top 5)", ", ".join(f"z{j} {v:.2f}" for j, v in top))

@@ -46,7 +46,10 @@ FLAT_KEYS: dict[str, frozenset[str]] = {
 
 
 #: (group, option) -> keys added since, with the value that rebuilds the models saved before them
-ADDED_KEYS: dict[tuple[str, str], dict[str, Any]] = {("model", "mlp"): {"dropout": 0.0}}
+ADDED_KEYS: dict[tuple[str, str], dict[str, Any]] = {
+    ("model", "mlp"): {"dropout": 0.0},
+    ("loss", "logistic"): {"components": 1},  # a single discretised logistic before mixtures
+}
 
 
 def option_schema(group: str, section: Any) -> type:

@@ -63,16 +63,25 @@ class GaussianConfig(LossConfig):
 @option("loss", "logistic")
 @dataclass
 class LogisticConfig(LossConfig):
-    """Discretised logistic likelihood for 8-bit pixels (PixelCNN++'s): a proper discrete likelihood,
-    whose -log p(x) is a code length of the 8-bit image; pair it with dataset.binarize=none. For vae
-    score score=complexity on images."""
+    """Discretised logistic likelihood for 8-bit pixels (PixelCNN++'s), or a mixture of them: a proper
+    discrete likelihood of the 8-bit data (uint8 pixels, dataset.binarize=none; other data is refused),
+    whose -log p(x) is a code length of the image, so vae evaluate's bits/dim compare with published ones.
+    For vae score score=complexity on images."""
 
     name: str = key("logistic", NAME)
     scale: str = choice(
         "pixel",
-        "pixel: the decoder predicts each pixel's scale | global: one learned scale",
+        "pixel: the decoder predicts each pixel's scale (each component's) | global: one learned scale, "
+        "shared by the components",
         "pixel",
         "global",
+    )
+    components: int = key(
+        1,
+        "logistics in each pixel's mixture (per channel), with weights from the decoder; 1: a single "
+        "discretised logistic. The decoder gives 3 * components values per pixel and channel (2 with "
+        "scale=global; 2 and 1 at components=1)",
+        min=1,
     )
     init_scale: float = key(0.05, "global: the starting value of the learned scale", gt=0)
     min_scale: float = key(1e-4, "the floor of the scale (pixels in [0, 1])", gt=0)

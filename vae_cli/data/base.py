@@ -134,10 +134,13 @@ class DataBundle:
 
 
 def check_loss_range(data: DataBundle, loss: str) -> None:
-    """loss=bernoulli (and loss=logistic, for 8-bit pixels) model values in [0, 1]: data outside (e.g. a
-    tensor file of counts) is refused before training, instead of a non-finite loss blamed on the
-    learning rate later."""
-    if loss not in ("bernoulli", "logistic") or data.unit_range:
+    """loss=bernoulli models values in [0, 1] and loss=logistic 8-bit pixels: other data (e.g. a tensor
+    file of counts, standardised features) is refused before training, instead of a non-finite loss
+    blamed on the learning rate later, or bits per dimension that compare with nothing."""
+    if loss == "logistic":
+        check_8bit(data, loss)
+        return
+    if loss != "bernoulli" or data.unit_range:
         return
     splits = [s for s in (data.train, data.val, data.test) if s.in_memory and len(s)]
     if not splits:
@@ -148,6 +151,31 @@ def check_loss_range(data: DataBundle, loss: str) -> None:
         raise ConfigError(
             f"loss={loss} needs values in [0, 1]; the data spans [{low:.4g}, {high:.4g}]: use "
             f"loss=gaussian (and dataset.standardize=true) or scale it"
+        )
+
+
+def holds_8bit_pixels(data: DataBundle) -> bool:
+    """Whether the examples are 8-bit pixels as stored (uint8, 0..255), not binarised: the data whose
+    -log p(x) in bits per dimension compares with published numbers."""
+    # one example per split: every example of a split has its dtype (on disk: the decoder's, uint8)
+    return data.binarize == "none" and all(
+        s[0].dtype == torch.uint8 for s in (data.train, data.val, data.test) if len(s)
+    )
+
+
+def check_8bit(data: DataBundle, loss: str) -> None:
+    """A likelihood of 8-bit pixels (the discretised logistic's 256 bins) needs 8-bit data. Raises
+    ConfigError, one line."""
+    if data.binarize != "none":
+        raise ConfigError(
+            f"loss={loss} models 8-bit pixels (0..255) and dataset.binarize={data.binarize} makes them 0 or 1: "
+            f"set dataset.binarize=none, or use loss=bernoulli for binary data"
+        )
+    if not holds_8bit_pixels(data):
+        what = "standardised values (dataset.standardize)" if data.stats else "float values, not uint8 pixels"
+        raise ConfigError(
+            f"loss={loss} models 8-bit pixels (uint8, 0..255); {data.name} holds {what}: use loss=gaussian, "
+            f"or store the images as uint8"
         )
 
 
