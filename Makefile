@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint format docs train bench bench-anomaly tensorboard clean
+.PHONY: help install test lint format docs train bench bench-anomaly bench-cache tensorboard clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ bench: ## Time vae's training against the textbook PyTorch loop (benchmarks/benc
 
 bench-anomaly: ## Anomaly detection: vae against PyOD's VAE and AutoEncoder and IsolationForest (needs '.[bench]')
 	$(BIN)/python benchmarks/anomaly.py $(ARGS)
+
+bench-cache: ## The decoded-image cache against decoding JPEGs in a DataLoader (benchmarks/cache.py)
+	$(BIN)/python benchmarks/cache.py $(ARGS)
 
 tensorboard: ## Open TensorBoard on outputs/
 	$(BIN)/tensorboard --logdir outputs

@@ -70,7 +70,7 @@ def test_image_folder_split_is_fixed_and_on_disk_reads_the_same(tmp_path: Path) 
     folder = write_image_folder(tmp_path / "images")
     memory = create_dataset(folder_config(folder), tmp_path)
     again = create_dataset(folder_config(folder), tmp_path)
-    disk = create_dataset(folder_config(folder, in_memory="false"), tmp_path)
+    disk = create_dataset(folder_config(folder, in_memory="false", cache="false"), tmp_path)
     other_seed = create_dataset(folder_config(folder, seed=1), tmp_path)
     assert memory.test.names == again.test.names and torch.equal(memory.train.images, again.train.images)
     assert memory.test.names != other_seed.test.names or memory.val.names != other_seed.val.names

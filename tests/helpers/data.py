@@ -126,3 +126,17 @@ def grid_size(rows: int, cols: int, size: int = SIZE, scale: int = 1) -> tuple[i
 def png_size(path: Path) -> tuple[int, int]:
     with Image.open(path) as img:
         return img.size
+
+
+def make_image_folder(root: Path, per_class: int = 8, seed: int = 0) -> Path:
+    """A tiny image folder: a/ and b/ (the labels) of JPEGs and PNGs of several sizes, and one broken
+    PNG (skipped by the reader)."""
+    rng = np.random.default_rng(seed)
+    for label in ("a", "b"):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, size=(14 + i, 18, 3), dtype=np.uint8)
+            suffix = "jpg" if i % 2 else "png"
+            Image.fromarray(pixels).save(root / label / f"{i}.{suffix}")
+    (root / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    return root

@@ -69,6 +69,25 @@ def _channels(default: int, help: str = "1: grey | 3: RGB") -> int:
     return key(default, help, min=1, check=(lambda v: v in (1, 3), "must be 1 or 3"))
 
 
+def _cache() -> str:
+    return choice(
+        "true",
+        "the decoded-image cache: true: decode the images once into a .npy file and read that on later runs "
+        "| false: decode every time, write nothing | rebuild: decode again and replace the cache",
+        "true",
+        "false",
+        "rebuild",
+    )
+
+
+def _cache_dir() -> str | None:
+    return key(
+        None,
+        "the folder of the decoded-image cache; null: .vae_cache/ next to the images when that is writable, "
+        "else $VAE_CACHE_DIR, else ~/.cache/vae",
+    )
+
+
 @option("dataset", "mnist")
 @dataclass
 class MnistConfig(DatasetConfig):
@@ -101,6 +120,8 @@ class CelebaConfig(DatasetConfig):
     channels: int = _channels(3)
     crop: int = key(148, "the centre crop (pixels) before the resize; 0: none", min=0)
     download: bool = key(True, "download the files into data_dir when they are missing")
+    cache: str = _cache()
+    cache_dir: str | None = _cache_dir()
 
 
 @option("dataset", "synthetic")
@@ -141,6 +162,8 @@ class ImageFolderConfig(OwnDataConfig):
     )
     image_size: int = _image_size(64, "images are centre-cropped to a square, then resized to this")
     channels: int = _channels(3)
+    cache: str = _cache()
+    cache_dir: str | None = _cache_dir()
 
 
 @option("dataset", "tensor")

@@ -3,20 +3,28 @@
     <data_dir>/celeba/img_align_celeba/000001.jpg ... 202599.jpg
     <data_dir>/celeba/list_eval_partition.txt      "<file> <0=train|1=val|2=test>" per line
 
-Images are centre-cropped (`dataset.crop`, 148 by default) and resized to `dataset.image_size`.
+Images are centre-cropped (`dataset.crop`, 148 by default) and resized to `dataset.image_size`. With
+`dataset.cache=true` (the default) they are decoded once into a cache file (vae_cli/data/cache.py): held
+in memory when they fit (`dataset.in_memory`), else memory-mapped; with `false`, a DataLoader decodes them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
+import math
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
 from vae_cli.config import DatasetConfig
-from vae_cli.data.base import DATASETS, DataBundle, FileSplit
+from vae_cli.data.base import DATASETS, DataBundle, FileSplit, ImageSplit
+from vae_cli.data.cache import Cached, CachedImages, CacheRequest, cached_images
+from vae_cli.data.image_folder import holds_in_memory
 from vae_cli.data.readers import to_pixels
 from vae_cli.errors import ConfigError, DataError
 
@@ -82,17 +90,53 @@ def celeba(cfg: DatasetConfig, data_dir: Path) -> DataBundle:
     decode = functools.partial(
         decode_celeba, image_size=cfg.image_size, crop=cfg.crop, mode="RGB" if cfg.channels == 3 else "L"
     )
-    make = lambda files: FileSplit([images / f for f in files], decode)  # noqa: E731
     shape = (cfg.channels, cfg.image_size, cfg.image_size)
     if cfg.binarize == "static":
         raise ConfigError(
             "dataset.binarize=static needs an in-memory dataset; use none or dynamic for celeba"
         )
-    return DataBundle(
-        "celeba",
-        make(splits["train"]),
-        make(splits["val"]),
-        make(splits["test"]),
-        shape,
-        binarize=cfg.binarize,
+    files = {name: [images / f for f in listed] for name, listed in splits.items()}
+    cached = celeba_cache(cfg, root, images, files, shape, decode)
+    if cached is None:
+        train, val, test = (FileSplit(files[name], decode) for name in PARTITIONS)
+    else:
+        train, val, test = cached_splits(
+            cached, files, holds_in_memory(cfg.in_memory, cached.images * math.prod(shape))
+        )
+    return DataBundle("celeba", train, val, test, shape, binarize=cfg.binarize)
+
+
+def celeba_cache(
+    cfg: DatasetConfig,
+    root: Path,
+    images: Path,
+    files: dict[str, list[Path]],
+    shape: tuple[int, int, int],
+    decode: Callable[[Path], torch.Tensor],
+) -> Cached | None:
+    """The decoded-image cache of every listed image, train then val then test (read, or built now);
+    None with dataset.cache=false or where no cache can be written."""
+    mode = str(cfg.cache).lower()
+    if mode == "false":
+        return None
+    listed = [f for name in PARTITIONS for f in files[name]]
+    cached = cached_images(
+        CacheRequest("celeba", images, root, listed, shape, cfg.crop, decode), mode, cfg.cache_dir
     )
+    if cached is not None and cached.unreadable:
+        bad = listed[min(cached.unreadable)]
+        raise DataError(
+            f"cannot read CelebA image {bad} ({len(cached.unreadable)} unreadable in all): replace the "
+            f"broken files (the cache is rebuilt then)"
+        )
+    return cached
+
+
+def cached_splits(
+    cached: Cached, files: dict[str, list[Path]], in_memory: bool
+) -> tuple[ImageSplit | CachedImages, ...]:
+    """train, val and test from the cache rows, which hold them one after the other."""
+    names = [f.name for name in PARTITIONS for f in files[name]]
+    everything = ImageSplit(cached.load(), names=names) if in_memory else cached.split(None, names)
+    bounds = np.cumsum([0] + [len(files[name]) for name in PARTITIONS]).tolist()
+    return tuple(everything.subset(torch.arange(a, b)) for a, b in itertools.pairwise(bounds))

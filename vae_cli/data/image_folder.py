@@ -7,7 +7,8 @@ crop and resize). The split is drawn once with `dataset.seed`: `dataset.test_fra
 `dataset.val_fraction` of the images (at least one each) for test and validation, the rest for training.
 The images are decoded once into a uint8 tensor when that fits in memory (`dataset.in_memory=auto`: up
 to a quarter of the RAM, at most 4 GiB; `true` forces it), else they are read on demand by a
-DataLoader's workers (`false` forces that).
+DataLoader's workers (`false` forces that). With `dataset.cache=true` (the default) they are decoded
+once into a cache file (vae_cli/data/cache.py) that later runs read instead, whole or memory-mapped.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 
 from vae_cli.config import DatasetConfig
 from vae_cli.data.base import DATASETS, DataBundle, FileSplit, ImageSplit, binarize_static, fraction_split
+from vae_cli.data.cache import Cached, CacheRequest, cached_images
 from vae_cli.data.readers import (
     decode_all,
     describe_files,
@@ -36,6 +38,25 @@ from vae_cli.errors import ConfigError, DataError
 log = logging.getLogger("vae")
 
 MAX_IN_MEMORY_BYTES = 4 << 30
+
+
+def holds_in_memory(in_memory: str, num_bytes: int) -> bool:
+    """dataset.in_memory for data of `num_bytes`: true, false, or auto (when it fits)."""
+    choice = str(in_memory).lower()  # `dataset.in_memory=false` on the command line arrives as "False"
+    return choice == "true" or (choice == "auto" and fits_in_memory(num_bytes))
+
+
+def folder_cache(
+    cfg: DatasetConfig, folder: Path, files: list[Path], shape: tuple[int, int, int]
+) -> Cached | None:
+    """The decoded-image cache of the folder's images (read, or built now); None with dataset.cache=false
+    or where no cache can be written."""
+    mode = str(cfg.cache).lower()
+    if mode == "false":
+        return None
+    decode = functools.partial(load_image, shape=shape)
+    request = CacheRequest("image_folder", folder, folder, files, shape, None, decode)
+    return cached_images(request, mode, cfg.cache_dir)
 
 
 def fits_in_memory(num_bytes: int) -> bool:
@@ -67,16 +88,15 @@ def image_folder(cfg: DatasetConfig, data_dir: Path) -> DataBundle:
         raise ConfigError("dataset.channels must be 1 (grey) or 3 (RGB) for image_folder")
     shape = (cfg.channels, cfg.image_size, cfg.image_size)
     files = list_images(folder)
-    in_memory = cfg.in_memory == "true" or (
-        cfg.in_memory == "auto" and fits_in_memory(len(files) * math.prod(shape))
-    )
-    if in_memory:
+    in_memory = holds_in_memory(cfg.in_memory, len(files) * math.prod(shape))
+    if not in_memory and cfg.binarize == "static":
+        raise ConfigError("dataset.binarize=static needs the images in memory: use dataset.in_memory=true")
+    cached = folder_cache(cfg, folder, files, shape)
+    if cached is not None:
+        ok = cached.readable
+    elif in_memory:
         images, ok = decode_all(files, shape)
     else:
-        if cfg.binarize == "static":
-            raise ConfigError(
-                "dataset.binarize=static needs the images in memory: use dataset.in_memory=true"
-            )
         ok = [readable(f) for f in files]
     files = drop_unreadable(files, ok, folder)
     if not files:
@@ -84,12 +104,14 @@ def image_folder(cfg: DatasetConfig, data_dir: Path) -> DataBundle:
     names, labels, label_names = describe_files(folder, files)
     train, val, test = fraction_split(len(files), cfg, labels, label_names)
     if in_memory:
-        everything = ImageSplit(images, labels, None, names)
+        everything = ImageSplit(cached.load() if cached is not None else images, labels, None, names)
         splits = [everything.subset(index) for index in (train, val, test)]
         if cfg.binarize == "static":
             splits = [binarize_static(s, cfg.seed + 1000 + i) for i, s in enumerate(splits)]
     else:
-        everything = FolderImages(files, shape, labels, names)
+        everything = (
+            cached.split(labels, names) if cached is not None else FolderImages(files, shape, labels, names)
+        )
         splits = [everything.subset(index) for index in (train, val, test)]
     log.info(
         "image_folder: %d images in %s%s, %s; %d train / %d val / %d test%s",

@@ -225,6 +225,9 @@ def make_batches(
     """Choose the path: in memory when the split already is (auto) or when asked (true). Shuffled
     (training) batches are sharded with padding across ranks; evaluation batches without."""
     sampler = EpochBatchSampler(len(split), batch_size, shuffle, seed, rank, world_size, pad=shuffle)
+    in_memory = str(in_memory).lower()  # `dataset.in_memory=false` on the command line arrives as "False"
+    if num_workers is None and getattr(split, "memory_mapped", False):
+        num_workers = 0  # a memory-mapped cache is read faster here than through workers
     if split.in_memory:
         if in_memory == "false":
             return LoaderBatches(split, sampler, seed, device, num_workers)
