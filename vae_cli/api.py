@@ -4,12 +4,13 @@
 
     model = load_model("outputs/train/2024-05-01/12-00-00")   # a run folder or a .ckpt file
     images = model.sample(16)                                 # (16, C, H, W) in [0, 1]
-    mu, logvar = model.encode(images)
+    mu, logvar = model.encode(images)                         # the encoder's Gaussian
+    codes = model.code(images)                                # the posterior's mean code
     print(model.config.latent_dim)
 
 The checkpoint holds the training run's resolved config and the image shape, so the model is rebuilt by
 the same registries that built it for training; nothing from the file is imported or instantiated by
-name beyond the registered model, likelihood and dataset names, and it is read with
+name beyond the registered model, prior, posterior, likelihood and dataset names, and it is read with
 `torch.load(weights_only=True)` (see checkpoint.py).
 """
 
@@ -25,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from vae_cli.checkpoint import load_checkpoint
-from vae_cli.config import DatasetConfig, LossConfig, ModelConfig
+from vae_cli.config import DatasetConfig, LossConfig, ModelConfig, PosteriorConfig, PriorConfig
 from vae_cli.errors import CheckpointError, ConfigError
 from vae_cli.likelihoods import create_likelihood
 from vae_cli.models import VAE, create_model
@@ -47,7 +48,7 @@ class Trained:
     """A model rebuilt from a checkpoint, with what it was trained on."""
 
     model: VAE
-    config: DictConfig  # the training run's resolved config, as saved
+    config: DictConfig  # the training run's resolved config, as saved (with the groups added since)
     dataset: DatasetConfig  # typed sections of it
     path: Path  # the checkpoint file
     step: int  # optimisation steps it had taken (the x-axis for TensorBoard)
@@ -101,14 +102,21 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "auto") -> Tr
         and all(isinstance(s, int) and s > 0 for s in shape)
     ):
         raise CheckpointError(f"{file} is not a usable vae checkpoint: bad image_shape {shape!r}")
+    from vae_cli.config.legacy import ADDED_GROUPS
+
     model_cfg = _typed(ModelConfig, raw.get("model"), "model", file)
+    prior_cfg = _typed(PriorConfig, raw.get("prior", ADDED_GROUPS["prior"]), "prior", file)
+    posterior_cfg = _typed(
+        PosteriorConfig, raw.get("posterior", ADDED_GROUPS["posterior"]), "posterior", file
+    )
     loss_cfg = _typed(LossConfig, raw.get("loss"), "loss", file)
     dataset_cfg = _typed(DatasetConfig, raw.get("dataset"), "dataset", file)
     latent_dim = raw.get("latent_dim")
     if not isinstance(latent_dim, int) or latent_dim < 1:
         raise CheckpointError(f"{file} is not a usable vae checkpoint: bad latent_dim {latent_dim!r}")
     try:
-        model = create_model(model_cfg, tuple(shape), latent_dim, create_likelihood(loss_cfg))
+        likelihood = create_likelihood(loss_cfg)
+        model = create_model(model_cfg, tuple(shape), latent_dim, likelihood, prior_cfg, posterior_cfg)
         model.load_state_dict(payload["model"])
     except (ConfigError, RuntimeError, KeyError, ValueError, TypeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -117,7 +125,7 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "auto") -> Tr
         ) from None
     model.to(device).eval()
     try:
-        config = OmegaConf.create(raw)
+        config = OmegaConf.create({**ADDED_GROUPS, **raw})  # an older run's prior and posterior, named
     except OmegaConfBaseException as e:
         raise CheckpointError(
             f"{file}: its config is unreadable ({str(e).strip().splitlines()[0]})"
@@ -135,8 +143,10 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "auto") -> Tr
 def load_model(path: str | Path, device: str | torch.device = "auto") -> VAE:
     """The trained VAE in `path` (a .ckpt file or a training run folder) on `device`, in eval mode.
 
-    It has `encode(x) -> (mu, logvar)`, `decode(z)` (the likelihood's parameters; `model.likelihood.mean`
-    turns them into images), `sample(n)`, `reconstruct(x)`, and `model.config`, the training run's config.
+    It has `encode(x) -> (mu, logvar)` (the encoder's Gaussian), `code(x)` (the posterior's mean code),
+    `decode(z)` (the likelihood's parameters; `model.likelihood.mean` turns them into images), `sample(n)`
+    (decoded draws of its prior, `model.prior`), `reconstruct(x)`, and `model.config`, the training run's
+    config.
     Inputs x are float images in [0, 1] of shape (N, *model.image_shape)."""
     trained = read_checkpoint(path, device)
     trained.model.config = trained.config

@@ -2,7 +2,11 @@
 encode a split and bound its log-likelihood.
 
     recon      -(1/k) sum_i log p(x|z_i), z_i ~ q(z|x): the ELBO's reconstruction term, sampled
-    kl         KL(q(z|x) || p(z)) in closed form (as in training), per example; kl_per_dim per dimension
+    kl         KL(q(z|x) || p(z)) per example: in closed form (as in training) for the Gaussian posterior and
+               the standard prior, else -(1/k) sum_i log p(z_i) - log q(z_i|x) on the bound's draws
+    kl_per_dim  per dimension, KL(q(z_j|x) || N(0, 1)) in closed form (`VAE.kl_per_dim`): it sums to kl
+               in the closed-form case; otherwise that of the encoder's Gaussian, which dimensions carry
+               information rather than a split of kl (a mixture or a flow does not factorise)
     neg_elbo   recon + kl: -ELBO, an upper bound on -log p(x)
     iwae_nll   -IWAE_k = -log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x) on the same draws (Burda et al. 2015):
                also an upper bound on -log p(x) in expectation, tighter than -ELBO and tightening with k
@@ -30,7 +34,6 @@ from vae_cli.data import make_batches, prepare_batch
 from vae_cli.data.base import Split
 from vae_cli.likelihoods import Likelihood
 from vae_cli.models import VAE
-from vae_cli.models.vae import gaussian_kl
 
 #: decoded values (draws x examples x pixels) per pass of the importance-weighted bound, 16 MB in float32:
 #: big enough for fast matrix products, small enough that the allocator reuses memory instead of asking
@@ -129,16 +132,33 @@ def importance_weighted_bounds(
     log_px_z: list[list[torch.Tensor]] = [[] for _ in likelihoods]
     for start in range(0, k, chunk):
         s = min(chunk, k - start)
-        eps = torch.randn((s, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
-        z = mu + std * eps  # (s, N, latent)
+        z, ratio = draws_and_log_ratio(model, mu, logvar, std, s, generator)  # (s, N, latent), (s, N)
         params = model.decode(z.flatten(0, 1))
         params = params.view(s, len(x), *params.shape[1:])
         for scores, likelihood in zip(log_px_z, likelihoods, strict=True):
             scores.append(likelihood.log_prob(params, x))  # (s, N)
-        # log p(z) - log q(z|x) for N(0, I) and N(mu, sigma^2): the log(2 pi) terms cancel.
-        ratios.append(-0.5 * (z.pow(2) - eps.pow(2) - logvar).sum(-1))
+        ratios.append(ratio)
     ratio = torch.cat(ratios)  # (k, N)
     return [_estimate(torch.cat(scores), ratio, k) for scores in log_px_z]
+
+
+def draws_and_log_ratio(
+    model: VAE,
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    std: torch.Tensor,
+    s: int,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """s draws z ~ q(z|x) per example (s, N, latent) and log p(z) - log q(z|x) (s, N): the model's own
+    posterior and prior; for N(mu, sigma^2) and N(0, I) in one expression, where the log(2 pi) terms
+    cancel."""
+    if not model.closed_form:
+        z, log_q = model.posterior.rsample((mu, logvar), s, generator)
+        return z, model.prior.log_prob(z) - log_q
+    eps = torch.randn((s, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
+    z = mu + std * eps
+    return z, -0.5 * (z.pow(2) - eps.pow(2) - logvar).sum(-1)
 
 
 def _estimate(log_px_z: torch.Tensor, ratio: torch.Tensor, k: int) -> ImportanceEstimate:
@@ -179,8 +199,9 @@ def estimate_split(
 ) -> dict[str, torch.Tensor]:
     """Every example's estimates (see the module's docstring) from k draws z ~ q(z|x) each:
     recon, kl, neg_elbo, iwae_nll (N,) float64, kl_per_dim (N, latent_dim) float64 and mu (N, latent_dim)
-    float32, all on the CPU; with `recon_error`, also that (N,); with a `discrete` likelihood (the
-    model's read as a distribution of 8-bit pixels: `Likelihood.on_8bit_data`), also discrete_recon,
+    float32 (the posterior's mean code), all on the CPU; with `recon_error`, also that (N,); with a
+    `discrete` likelihood (the model's read as a distribution of 8-bit pixels: `Likelihood.on_8bit_data`),
+    also discrete_recon,
     discrete_neg_elbo and discrete_iwae_nll (N,), under it, from the same draws. Binarised data is
     binarised once, with the generator of `seed` (the draws of z use seed + 1)."""
     device = next(model.parameters()).device
@@ -199,22 +220,25 @@ def estimate_split(
             est, *also = importance_weighted_bounds(
                 model, x, k, likelihoods, chunk, noise_generator, posterior=(mu, logvar)
             )
-            kl_per_dim = gaussian_kl(mu, logvar).double()
-            recon, kl = -est.log_px_given_z, kl_per_dim.sum(1)
+            kl_per_dim = model.kl_per_dim(mu, logvar).double()
+            # the KL in closed form where it has one, else estimated on the bound's k draws
+            kl = kl_per_dim.sum(1) if model.closed_form else -est.log_prior_ratio
+            recon = -est.log_px_given_z
+            code = model.posterior.mean((mu, logvar))
             batch = {
                 "recon": recon,
                 "kl": kl,
                 "neg_elbo": recon + kl,
                 "iwae_nll": -est.log_px,
                 "kl_per_dim": kl_per_dim,
-                "mu": mu.float(),
+                "mu": code.float(),
             }
             for other in also:
                 batch["discrete_recon"] = -other.log_px_given_z
                 batch["discrete_neg_elbo"] = -other.log_px_given_z + kl
                 batch["discrete_iwae_nll"] = -other.log_px
             if recon_error:
-                mean = model.likelihood.mean(model.decode(mu)).float()
+                mean = model.likelihood.mean(model.decode(code)).float()
                 batch["recon_error"] = (x.float() - mean).pow(2).flatten(1).sum(1).double()
             for name, values in batch.items():
                 columns.setdefault(name, []).append(values.cpu())
@@ -226,13 +250,13 @@ def estimate_split(
 
 @torch.inference_mode()
 def encode_split(model: VAE, split: Split, binarize: str, seed: int, batch_size: int = 256) -> torch.Tensor:
-    """Every example's posterior mean mu(x), (N, latent_dim) float32 on the CPU. Binarised data is
-    binarised once with its own stream (seed + 2), apart from the bounds' draws."""
+    """Every example's posterior mean code (mu(x) for the Gaussian), (N, latent_dim) float32 on the CPU.
+    Binarised data is binarised once with its own stream (seed + 2), apart from the bounds' draws."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     generator = torch.Generator(device=device).manual_seed(seed + 2)
     batches = make_batches(split, batch_size, False, seed, device)
-    mu = [model.encode(prepare_batch(images, binarize, generator))[0].float().cpu() for images in batches]
+    mu = [model.code(prepare_batch(images, binarize, generator)).float().cpu() for images in batches]
     model.train(was_training)
     return torch.cat(mu) if mu else torch.empty(0, model.latent_dim)

@@ -56,6 +56,8 @@ HPARAM_KEYS = (
     "dataset.name",
     "model.name",
     "loss.name",
+    "prior.name",
+    "posterior.name",
     "latent_dim",
     "beta",
     "seed",

@@ -94,3 +94,36 @@ def test_a_logistic_run_from_before_mixtures_resumes_as_one_component() -> None:
     saved = {"loss": {"name": "logistic", "scale": "pixel", "init_scale": 0.05, "min_scale": 1e-4}}
     upgraded = upgrade_config(saved)
     assert upgraded["loss"]["components"] == 1  # the single logistic it was trained as
+
+
+def test_a_checkpoint_from_before_priors_and_posteriors_loads_as_standard_and_gaussian(
+    tmp_path: Path,
+) -> None:
+    import torch
+
+    from vae_cli.api import read_checkpoint
+    from vae_cli.checkpoint import save_checkpoint
+    from vae_cli.config import LossConfig, ModelConfig
+    from vae_cli.config.legacy import upgrade_config
+
+    # the config and weights as written before the prior and posterior groups: neither section, and no
+    # prior.* or posterior.* weights
+    model = {"name": "mlp", "hidden_dims": [8], "activation": "relu", "dropout": 0.0}
+    config = {
+        "model": model,
+        "loss": {"name": "bernoulli"},
+        "dataset": {"name": "synthetic"},
+        "latent_dim": 2,
+    }
+    net = create_model(ModelConfig(**model), (1, 4, 4), 2, create_likelihood(LossConfig(name="bernoulli")))
+    weights = net.state_dict()
+    assert not any(k.startswith(("prior.", "posterior.")) for k in weights)
+    save_checkpoint(tmp_path / "old.ckpt", {"config": config, "image_shape": [1, 4, 4], "model": weights})
+    trained = read_checkpoint(tmp_path / "old.ckpt", "cpu")
+    assert trained.model.closed_form  # N(0, I) and the diagonal Gaussian, on the closed-form path
+    assert (trained.config.prior.name, trained.config.posterior.name) == ("standard", "gaussian")
+    x = torch.rand(3, 1, 4, 4)
+    torch.testing.assert_close(trained.model.reconstruct(x), net.eval().reconstruct(x))
+    # a run resuming from it compares the same settings as today's defaults
+    upgraded = upgrade_config(config)
+    assert upgraded["prior"] == {"name": "standard"} and upgraded["posterior"] == {"name": "gaussian"}

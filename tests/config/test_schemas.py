@@ -191,12 +191,15 @@ def test_every_registered_component_has_a_schema_and_every_schema_a_builder() ->
     from vae_cli.data.base import DATASETS as DATASET_BUILDERS
     from vae_cli.likelihoods import LIKELIHOODS
     from vae_cli.models import MODELS as MODEL_BUILDERS
+    from vae_cli.models import POSTERIORS, PRIORS
     from vae_cli.objectives import OBJECTIVES
 
     register_configs()
     registries = {
         "dataset": DATASET_BUILDERS,
         "model": MODEL_BUILDERS,
+        "prior": PRIORS,
+        "posterior": POSTERIORS,
         "loss": LIKELIHOODS,
         "objective": OBJECTIVES,
     }

@@ -1,7 +1,8 @@
 """`vae evaluate`: how good a trained model is on one split, every number per example in nats.
 
     neg_elbo   -ELBO = recon + kl: recon averaged over the same iwae_k draws z_i ~ q(z|x) as the bound below,
-               kl in closed form (as in training); an upper bound on -log p(x)
+               kl in closed form (as in training) for posterior=gaussian with prior=standard, else the
+               Monte Carlo estimate log q(z|x) - log p(z) on those draws; an upper bound on -log p(x)
     iwae_nll   -IWAE_k = -log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x), the importance-weighted estimate of
                -log p(x) (Burda et al. 2015): an upper bound on it in expectation, tightening as k grows,
                tighter than neg_elbo (see vae_cli/estimators.py)
@@ -14,8 +15,10 @@
                discretised Gaussian (Likelihood.on_8bit_data), from the same draws: upper bounds on
                -log p(x) of the 8-bit data
     comparable the keys of the numbers that compare with published ones on the same data ([] if none)
-    active_units    latent dimensions with Var_x(E_q[z_j|x]) > 0.01
-    kl_per_dim      KL(q(z_j|x) || N(0, 1)) averaged over x, in closed form (it sums to kl)
+    active_units    latent dimensions with Var_x(code_j(x)) > 0.01, code = the posterior's mean code
+    kl_per_dim      KL(q(z_j|x) || N(0, 1)) averaged over x, in closed form (it sums to kl); with a mixture
+                    prior or a flow posterior, that of the encoder's Gaussian (kl_per_dim_means says so)
+    prior, posterior  the model's prior and posterior (prior=..., posterior=...)
     probe_accuracy  a logistic regression on mu, fitted on the train split, scored on this one (labelled data)
     mig             the Mutual Information Gap between mu and the ground-truth factors (Chen et al. 2018),
                     on datasets that have them (synthetic): 0 entangled .. 1 one dimension per factor
@@ -53,6 +56,13 @@ from vae_cli.metrics import (
 )
 
 log = logging.getLogger("vae")
+
+KL_PER_DIM_CLOSED_FORM = "KL(q(z_j|x) || N(0, 1)) averaged over x, in closed form; it sums to kl"
+KL_PER_DIM_OF_THE_GAUSSIAN = (
+    "KL(q0(z_j|x) || N(0, 1)) of the encoder's Gaussian (before any flow), averaged over x, in closed form: "
+    "which dimensions carry information; it does not sum to kl, estimated on the draws (the prior or the "
+    "posterior does not factorise over dimensions)"
+)
 
 
 def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -110,7 +120,12 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     metrics["latent_dim"] = trained.model.latent_dim
     metrics["active_units"] = active_units(mu)
     metrics["active_threshold"] = ACTIVE_THRESHOLD
+    metrics["prior"] = trained.config.prior.name
+    metrics["posterior"] = trained.config.posterior.name
     metrics["kl_per_dim"] = per_example["kl_per_dim"].mean(0).tolist()
+    metrics["kl_per_dim_means"] = (
+        KL_PER_DIM_CLOSED_FORM if trained.model.closed_form else KL_PER_DIM_OF_THE_GAUSSIAN
+    )
     metrics["mu_variance_per_dim"] = latent_variances(mu).tolist()
     metrics["mig"] = split_mig(mu, split.factors)
     metrics["probe_accuracy"] = None
@@ -216,7 +231,9 @@ def results_table(metrics: dict[str, Any], dataset: str) -> Table:
     table.add_column("value", justify="right")
     table.add_row("-ELBO", f"{fmt(m['neg_elbo'])}  ({m['elbo_bits_per_dim']:.4f} bits/dim)")
     table.add_row("  reconstruction", fmt(m["recon"]))
-    table.add_row("  KL", fmt(m["kl"]))
+    table.add_row(
+        "  KL" if m["kl_per_dim_means"] == KL_PER_DIM_CLOSED_FORM else "  KL (sampled)", fmt(m["kl"])
+    )
     table.add_row(
         f"-log p(x), IWAE k={m['iwae_k']}", f"{fmt(m['iwae_nll'])}  ({m['iwae_bits_per_dim']:.4f} bits/dim)"
     )
@@ -233,7 +250,8 @@ def results_table(metrics: dict[str, Any], dataset: str) -> Table:
     table.add_row("compare with papers", ", ".join(m["comparable"]) or "none of these")
     table.add_row("active units", f"{m['active_units']} / {m['latent_dim']}")
     top = sorted(enumerate(m["kl_per_dim"]), key=lambda t: -t[1])[:5]
-    table.add_row("KL per dimension (top 5)", ", ".join(f"z{j} {v:.2f}" for j, v in top))
+    what = "" if m["kl_per_dim_means"] == KL_PER_DIM_CLOSED_FORM else ", the encoder's Gaussian to N(0, 1)"
+    table.add_row(f"KL per dimension (top 5{what})", ", ".join(f"z{j} {v:.2f}" for j, v in top))
     if m.get("mig") is not None:
         table.add_row("MIG (disentanglement)", f"{m['mig']:.4f}")
     if m["probe_accuracy"] is not None:

@@ -1,13 +1,14 @@
 """`vae sample`: images from a trained model, as a PNG grid (and optionally the raw tensor); for a model
 of vectors (tabular data), a CSV and a .npy of them in the data's units instead (vae_cli/tabular.py).
 
-mean         prior codes z ~ N(0, temperature^2 I), shown as the likelihood's mean E[x|z]
+mean         prior codes z ~ p(z) (N(0, temperature^2 I) for prior=standard; a mixture prior's component, then
+             its Gaussian spread by temperature), shown as the likelihood's mean E[x|z]
 draw         the same codes, then pixels drawn from p(x|z)
 traverse     one row per active latent dimension (highest average KL first; show_inactive=true adds
              the inactive ones): that dimension swept over `range` in `steps` columns, the others held
              at the base code (zero, or an encoded image); labelled with each row's dimension and KL and
              each column's z
-interpolate  `pairs` rows, each from one encoded image's mu to another's (linear or slerp)
+interpolate  `pairs` rows, each from one encoded image's mean code to another's (linear or slerp)
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from vae_cli.errors import DataError
 from vae_cli.io import write_json
 from vae_cli.metrics import ACTIVE_THRESHOLD, latent_variances
 from vae_cli.models import VAE
-from vae_cli.models.vae import gaussian_kl
 from vae_cli.pictures import grid_picture, labelled_picture, save_picture
 from vae_cli.tabular import feature_names, in_data_units, is_vectors, write_vectors
 
@@ -36,6 +36,11 @@ log = logging.getLogger("vae")
 
 #: test images encoded to rank the latent dimensions by their average KL
 KL_EXAMPLES = 1000
+#: what a traversal's per-dimension KL is when the prior or the posterior does not factorise
+KL_OF_THE_GAUSSIAN = (
+    "KL(q0(z_j|x) || N(0, 1)) of the encoder's Gaussian, in closed form: which dimensions carry "
+    "information, not a split of the KL to this model's prior"
+)
 #: codes decoded per pass: a full device without holding every image's decoder activations at once
 DECODE_BATCH = 4096
 
@@ -56,14 +61,17 @@ def sample(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         x = encoded_inputs(trained, cfg, KL_EXAMPLES, generator)
         with torch.no_grad():
             mu, logvar = model.encode(x)
-        kl = gaussian_kl(mu, logvar).mean(0)
-        dims, hidden = traversal_dims(kl, latent_variances(mu), cfg.dims, cfg.show_inactive)
-        base = mu[0] if cfg.base == "image" else torch.zeros_like(mu[0])
+            code = model.posterior.mean((mu, logvar))
+        kl = model.kl_per_dim(mu, logvar).mean(0)
+        dims, hidden = traversal_dims(kl, latent_variances(code), cfg.dims, cfg.show_inactive)
+        base = code[0] if cfg.base == "image" else torch.zeros_like(code[0])
         values = torch.linspace(*cfg.range, cfg.steps, device=trained.device)
         images = traversal(model, base, dims, values)
         info["rows"] = [{"dim": int(d), "kl": float(kl[d])} for d in dims]
         info["columns"] = [float(v) for v in values]
         info["hidden_inactive"] = hidden
+        if not model.closed_form:
+            info["kl_means"] = KL_OF_THE_GAUSSIAN
         labels = traversal_labels(info, cfg, len(kl))
         columns = {
             "dim": [int(d) for d in dims for _ in values],
@@ -78,7 +86,7 @@ def sample(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         if len(x) < 2:
             raise DataError(f"mode=interpolate needs at least 2 images; the {cfg.split} split has {len(x)}")
         with torch.no_grad():
-            mu = model.encode(x)[0]
+            mu = model.code(x)
         pairs = len(mu) // 2
         images = interpolation(model, mu[0 : 2 * pairs : 2], mu[1 : 2 * pairs : 2], cfg.steps, cfg.method)
         columns = {
@@ -160,9 +168,9 @@ def _hidden_text(hidden: list[int]) -> str:
 def prior_samples(
     model: VAE, n: int, temperature: float, draw: bool, generator: torch.Generator
 ) -> torch.Tensor:
-    """n images decoded from z ~ N(0, temperature^2 I): E[x|z], or a draw x ~ p(x|z) when `draw`."""
-    device = next(model.parameters()).device
-    z = temperature * torch.randn(n, model.latent_dim, generator=generator, device=device)
+    """n images decoded from z ~ p(z), the model's prior (N(0, temperature^2 I) for the standard one; a
+    mixture's components each spread by `temperature`): E[x|z], or a draw x ~ p(x|z) when `draw`."""
+    z = model.prior_codes(n, temperature, generator)
     images = []
     for codes in z.split(DECODE_BATCH):  # thousands of samples (e.g. for FID) in device-sized passes
         params = model.decode(codes)

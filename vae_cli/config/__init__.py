@@ -41,10 +41,12 @@ from vae_cli.config.fields import OPTIONS, check_node, key
 from vae_cli.config.likelihoods import BernoulliConfig, GaussianConfig, LossConfig
 from vae_cli.config.models import ConvConfig, MlpConfig, ModelConfig, ResnetConfig
 from vae_cli.config.objectives import ElboConfig, IwaeConfig, ObjectiveConfig
+from vae_cli.config.posteriors import GaussianPosteriorConfig, IafPosteriorConfig, PosteriorConfig
+from vae_cli.config.priors import MogPriorConfig, PriorConfig, StandardPriorConfig, VampPriorConfig
 from vae_cli.config.train import TrainAppConfig, TrainConfig, validate_denoise, validate_train_config
 
 #: the config groups whose options are schemas (the others, experiment/launcher/hparams_search, are YAML)
-GROUPS = ("dataset", "model", "loss", "objective")
+GROUPS = ("dataset", "model", "prior", "posterior", "loss", "objective")
 
 
 def register_configs() -> None:
@@ -83,22 +85,29 @@ __all__ = [
     "EvaluateAppConfig",
     "FashionMnistConfig",
     "FromCheckpointConfig",
+    "GaussianPosteriorConfig",
     "GaussianConfig",
     "ImageFolderConfig",
+    "IafPosteriorConfig",
     "IwaeConfig",
     "LossConfig",
     "MlpConfig",
     "MnistConfig",
+    "MogPriorConfig",
     "ModelConfig",
     "ObjectiveConfig",
+    "PosteriorConfig",
+    "PriorConfig",
     "ReconstructAppConfig",
     "ResnetConfig",
     "SampleAppConfig",
+    "StandardPriorConfig",
     "ScoreAppConfig",
     "SyntheticConfig",
     "TensorConfig",
     "TrainAppConfig",
     "TrainConfig",
+    "VampPriorConfig",
     "check_node",
     "key",
     "register_configs",

@@ -85,7 +85,12 @@ class SampleAppConfig(FromCheckpointConfig):
         rule=f"must be in [1, {SAMPLES_MAX}]",
     )
     nrow: int = key(8, "mean/draw: images per row", min=1)
-    temperature: float = key(1.0, "mean/draw: z ~ N(0, temperature^2 I)", gt=0)
+    temperature: float = key(
+        1.0,
+        "mean/draw: scales the prior's spread: z ~ N(0, temperature^2 I) for prior=standard, each "
+        "component's Gaussian for a mixture",
+        gt=0,
+    )
     save_tensor: bool = key(False, "also write the images as a tensor (<name>.pt)")
     scale: int | None = scale_key()
     range: list[float] = key(

@@ -4,7 +4,8 @@ Checkpoints written before the per-option schemas hold every key of the one flat
 then (a conv model's section also has hidden_dims; an mnist dataset's also has path, crop, size, ...).
 Those keys are dropped where the option's schema lacks them; any other unknown key, or a value of the
 wrong type, is still refused. Keys added later (`model.dropout`) that an older section lacks get the value
-its model was trained with (ADDED_KEYS).
+its model was trained with (ADDED_KEYS); groups added later (`prior`, `posterior`) that an older config
+lacks get the option it was trained with (ADDED_GROUPS).
 """
 
 from __future__ import annotations
@@ -52,6 +53,13 @@ ADDED_KEYS: dict[tuple[str, str], dict[str, Any]] = {
 }
 
 
+#: group -> the section that checkpoints written before the group existed were trained with
+ADDED_GROUPS: dict[str, dict[str, Any]] = {
+    "prior": {"name": "standard"},  # N(0, I), before the prior was pluggable
+    "posterior": {"name": "gaussian"},  # the diagonal Gaussian, likewise
+}
+
+
 def option_schema(group: str, section: Any) -> type:
     """The schema of the option a section's `name` names. Raises ConfigError."""
     name = section.get("name") if isinstance(section, dict | DictConfig) else None
@@ -80,7 +88,7 @@ def saved_section(group: str, section: dict[str, Any]) -> DictConfig:
 def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
     """A saved config (a plain dict) with each group section as today's schema has it, so that it compares
     equal to a current config of the same settings (e.g. when a run resumes from an older checkpoint)."""
-    out = dict(config)
+    out = {**ADDED_GROUPS, **config}
     for group in FLAT_KEYS:
         section = out.get(group)
         if isinstance(section, dict) and section.get("name") in OPTIONS[group]:

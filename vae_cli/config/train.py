@@ -12,6 +12,8 @@ from vae_cli.config.fields import check, check_node, choice, key
 from vae_cli.config.likelihoods import LossConfig
 from vae_cli.config.models import ModelConfig
 from vae_cli.config.objectives import ObjectiveConfig
+from vae_cli.config.posteriors import PosteriorConfig
+from vae_cli.config.priors import PriorConfig
 from vae_cli.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -125,6 +127,8 @@ class TrainConfig:
 class TrainAppConfig:
     dataset: DatasetConfig = key(MISSING, "the data: dataset=<name> chooses its schema")
     model: ModelConfig = key(MISSING, "the architecture: model=<name>")
+    prior: PriorConfig = key(MISSING, "the prior p(z): prior=<name>")
+    posterior: PosteriorConfig = key(MISSING, "the approximate posterior q(z|x): posterior=<name>")
     loss: LossConfig = key(MISSING, "the likelihood p(x|z): loss=<name>")
     train: TrainConfig = field(default_factory=TrainConfig)
     objective: ObjectiveConfig = key(MISSING, "the training objective: objective=<name>")

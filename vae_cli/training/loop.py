@@ -147,7 +147,10 @@ def build_run(
     """The model (resumed from train.resume when set), its optimiser and the train and val batches: a
     Run writing into run_dir, whose `stop` the caller enters around the training."""
     tc = cfg.train
-    model = create_model(cfg.model, data.shape, cfg.latent_dim, create_likelihood(cfg.loss)).to(device)
+    likelihood = create_likelihood(cfg.loss)
+    model = create_model(cfg.model, data.shape, cfg.latent_dim, likelihood, cfg.prior, cfg.posterior).to(
+        device
+    )
     if cfg.model.name in ("conv", "resnet") and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     train_batches, val_batches = (

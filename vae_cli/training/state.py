@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("vae")
 
 #: Config sections that define the model; a resumed run must keep them.
-MODEL_DEFINING_KEYS = ("dataset", "model", "loss", "latent_dim")
+MODEL_DEFINING_KEYS = ("dataset", "model", "prior", "posterior", "loss", "latent_dim")
 
 
 @dataclass

@@ -1,0 +1,164 @@
+"""The priors p(z), registered by name (`prior=<name>`).
+
+    log_prob(z) (..., d) -> (...)          log p(z), in nats
+    sample(n, generator, temperature)      (n, d) codes; temperature scales each Gaussian's spread
+
+The mixtures' log densities are a logsumexp over their components of log pi_k + log N(z; m_k, s_k^2).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from vae_cli.models.posteriors import LOG_2PI, standard_normal
+from vae_cli.registry import Registry
+
+#: name -> builder(cfg, latent_dim, image_shape, encoder) -> Prior; `encoder` maps x to (N, 2 * d)
+PRIORS: Registry[Callable[..., Prior]] = Registry("prior")
+
+
+def diagonal_gaussian_log_prob(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(z; mean, diag(exp(logvar))), summed over the last dimension (broadcasting)."""
+    return -0.5 * ((z - mean).pow(2) * torch.exp(-logvar) + logvar + LOG_2PI).sum(-1)
+
+
+def mixture_log_prob(
+    z: torch.Tensor, log_weights: torch.Tensor, means: torch.Tensor, logvars: torch.Tensor
+) -> torch.Tensor:
+    """log sum_k w_k N(z; means_k, diag(exp(logvars_k))) for z (..., d) and K components: (...)."""
+    per_component = diagonal_gaussian_log_prob(z.float()[..., None, :], means, logvars)  # (..., K)
+    return torch.logsumexp(per_component + log_weights, dim=-1)
+
+
+def mixture_sample(
+    n: int,
+    log_weights: torch.Tensor,
+    means: torch.Tensor,
+    logvars: torch.Tensor,
+    generator: torch.Generator | None,
+    temperature: float,
+) -> torch.Tensor:
+    """n draws: a component k ~ Categorical(w), then z ~ N(means_k, temperature^2 exp(logvars_k))."""
+    k = torch.multinomial(log_weights.exp(), n, replacement=True, generator=generator)
+    eps = standard_normal((n, means.shape[-1]), means, generator)
+    return means[k] + temperature * torch.exp(0.5 * logvars[k]) * eps
+
+
+class Prior(nn.Module):
+    """p(z) over latent_dim dimensions."""
+
+    #: True for N(0, I): with the Gaussian posterior, the model takes the closed-form path
+    standard: bool = False
+
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+
+class StandardPrior(Prior):
+    """N(0, I)."""
+
+    standard = True
+
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__(latent_dim)
+        self.register_buffer("_anchor", torch.zeros(()), persistent=False)  # knows its device and dtype
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        return -0.5 * (z.float().pow(2) + LOG_2PI).sum(-1)
+
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0
+    ) -> torch.Tensor:
+        like = self._anchor.float()
+        return temperature * standard_normal((n, self.latent_dim), like, generator)
+
+
+class MixturePrior(Prior):
+    """A learned mixture of `components` diagonal Gaussians: sum_k pi_k N(z; m_k, diag(s_k^2)), with
+    pi = softmax(logits). The means start spread as N(0, I) draws, the variances at 1, the weights equal."""
+
+    def __init__(self, latent_dim: int, components: int) -> None:
+        super().__init__(latent_dim)
+        self.logits = nn.Parameter(torch.zeros(components))
+        self.means = nn.Parameter(torch.randn(components, latent_dim))
+        self.logvars = nn.Parameter(torch.zeros(components, latent_dim))
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        return mixture_log_prob(z, torch.log_softmax(self.logits, 0), self.means, self.logvars)
+
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0
+    ) -> torch.Tensor:
+        log_weights = torch.log_softmax(self.logits.float(), 0)
+        return mixture_sample(n, log_weights, self.means, self.logvars, generator, temperature)
+
+
+class VampPrior(Prior):
+    """The VampPrior (Tomczak & Welling 2018): p(z) = (1/K) sum_k q(z|u_k), the encoder's Gaussian
+    posteriors of K learned pseudo-inputs u_k in data space. With posterior=iaf the components are
+    the Gaussians before the flow (the flow's density at an arbitrary z would need its inverse).
+
+    Image pseudo-inputs are kept in [0, 1], the inputs' range, by a hardtanh, as in the paper; a table's
+    (1-pixel rows) are unbounded. The encoder is held by reference, not as a submodule, so its weights
+    appear once in the state_dict, under `encoder.`."""
+
+    def __init__(
+        self, latent_dim: int, pseudo_inputs: int, image_shape: tuple[int, int, int], encoder: nn.Module
+    ) -> None:
+        super().__init__(latent_dim)
+        images = not (image_shape[1] == 1 and image_shape[2] > 1)
+        start = 0.5 if images else 0.0
+        self.pseudo_inputs = nn.Parameter(start + 0.05 * torch.randn(pseudo_inputs, *image_shape))
+        self.bounded = images
+        object.__setattr__(self, "encoder", encoder)  # a reference: deepcopy (EMA) maps it to the copy's
+
+    def components(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The K components' means and log-variances (K, d), float32."""
+        u = nn.functional.hardtanh(self.pseudo_inputs, 0.0, 1.0) if self.bounded else self.pseudo_inputs
+        mean, logvar = self.encoder(u).chunk(2, dim=1)
+        return mean.float(), logvar.float()
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        mean, logvar = self.components()
+        uniform = torch.full((len(mean),), -math.log(len(mean)), device=mean.device)
+        return mixture_log_prob(z, uniform, mean, logvar)
+
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0
+    ) -> torch.Tensor:
+        mean, logvar = self.components()
+        uniform = torch.full((len(mean),), -math.log(len(mean)), device=mean.device)
+        return mixture_sample(n, uniform, mean, logvar, generator, temperature)
+
+
+@PRIORS.register("standard")
+def build_standard(
+    cfg: object, latent_dim: int, image_shape: tuple[int, int, int], encoder: nn.Module
+) -> Prior:
+    return StandardPrior(latent_dim)
+
+
+@PRIORS.register("mog")
+def build_mog(cfg: object, latent_dim: int, image_shape: tuple[int, int, int], encoder: nn.Module) -> Prior:
+    return MixturePrior(latent_dim, cfg.components)
+
+
+@PRIORS.register("vamp")
+def build_vamp(cfg: object, latent_dim: int, image_shape: tuple[int, int, int], encoder: nn.Module) -> Prior:
+    return VampPrior(latent_dim, cfg.pseudo_inputs, image_shape, encoder)
