@@ -33,7 +33,11 @@ are listed, and a warning says when the timings look
 disturbed: the micro-benchmark measured after the loops differs from the one before, or a row's epochs
 spread by more than 15%. Last, an anatomy of the floor's step (--no-anatomy skips it): the whole step,
 the step without Adam, the Bernoulli NLL against binary_cross_entropy_with_logits, and dynamic
-binarisation against torch.bernoulli, interleaved. GFLOP/s counts the matrix products of forward and backward (torch's
+binarisation against torch.bernoulli, interleaved; and the conv model's anatomy at each --conv-anatomy
+shape (1x28x28 and 3x64x64): every conv layer's forward + backward as vae runs it (channels-last, 1x1
+layers as matrix products, the last transposed conv as a product plus overlap-add: vae_cli/models/conv.py)
+against the stock op it replaces (NCHW), the whole training step of both, and (m) in the same rounds,
+with each one's GFLOP/s and share of (m). GFLOP/s counts the matrix products of forward and backward (torch's
 FlopCounterMode), so "of (m)" says how close a loop comes to the bare matrix products. Every model is
 scored by one function: the negative ELBO in nats per example on the 10k test set, z drawn from a
 generator seeded the same way.
@@ -67,6 +71,7 @@ from torch.utils.flop_counter import FlopCounterMode
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # runs from a checkout without installing
 
+from vae_cli.console import quiet  # noqa: E402
 from vae_cli.data.mnist import FILES, read_idx, write_idx  # noqa: E402
 from vae_cli.training.runtime import available_cores, cpu_features, describe_cpu_features  # noqa: E402
 
@@ -338,19 +343,6 @@ def vae_config(
     return compose_config(overrides)
 
 
-@contextlib.contextmanager
-def quiet_vae_console() -> Iterator[None]:
-    """vae's own progress bar and results table stay silent (its test loss is shown in brackets)."""
-    from vae_cli import console as vae_console
-
-    console_ = vae_console.console
-    quiet, console_.quiet = console_.quiet, True
-    try:
-        yield
-    finally:
-        console_.quiet = quiet
-
-
 def run_vae(
     name: str,
     cfg,
@@ -369,7 +361,7 @@ def run_vae(
     from vae_cli.training.loop import train
 
     run_dir = root / "runs" / name.replace(" ", "_")
-    with quiet_vae_console():
+    with quiet():
         metrics = train(cfg, run_dir, before_epoch=between)  # the loop times its own training passes
     net = create_model(cfg.model, (1, 28, 28), cfg.latent_dim, create_likelihood(cfg.loss)).to(device)
     net.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "best.ckpt", device)["model"])
@@ -382,7 +374,9 @@ def run_vae(
 
     times = metrics["epoch_train_seconds"]
     examples = round(metrics["train"]["examples_per_sec"] * times[-1])
-    out = result(name, examples, times, count_flops(net, device), test_neg_elbo(net, score, test, seed))
+    # FLOPs of the stock layers (the matrix products vae runs for its 1x1 layers skip the zero-padding taps)
+    flops = count_flops(stock_conv_model(net) if cfg.model.name == "conv" else net, device)
+    out = result(name, examples, times, flops, test_neg_elbo(net, score, test, seed))
     out["own_test"] = metrics["test"]["neg_elbo"]
     return out
 
@@ -430,9 +424,9 @@ def count_flops(model: nn.Module, device: torch.device) -> int:
     return counter.get_total_flops() // BATCH
 
 
-def matmul_benchmark(device: torch.device, seconds: float) -> float:
-    """GFLOP/s of torch.matmul at the MLP's shapes, batch 128: forward x @ W.T; backward dY.T @ x (weight
-    gradients) and dY @ W (input gradients, not for the first layer)."""
+def matmul_step(device: torch.device) -> Callable[[], None]:
+    """torch.matmul at the MLP's shapes, batch 128 (MLP_FLOPS * BATCH FLOPs a call): forward x @ W.T;
+    backward dY.T @ x (weight gradients) and dY @ W (input gradients, not for the first layer)."""
     g = torch.Generator().manual_seed(0)
     ops = []
     for i, (n_in, n_out) in enumerate(MLP_LAYERS):
@@ -447,6 +441,12 @@ def matmul_benchmark(device: torch.device, seconds: float) -> float:
         for a, b in ops:
             torch.matmul(a, b)
 
+    return step
+
+
+def matmul_benchmark(device: torch.device, seconds: float) -> float:
+    """GFLOP/s of `matmul_step`, best of 0.1 s windows over `seconds`."""
+    flops, step = MLP_FLOPS * BATCH, matmul_step(device)
     for _ in range(50):
         step()
     synchronize(device)
@@ -508,6 +508,181 @@ def step_anatomy(device: torch.device, rounds: int = 8, steps: int = 40) -> dict
             synchronize(device)
             best[name] = min(best[name], (time.perf_counter() - start) / steps * 1e3)
     return best
+
+
+def stock_conv_model(model: nn.Module) -> nn.Module:
+    """A copy of vae's conv model with every layer set back to the stock PyTorch op (`fast = False`:
+    nn.Conv2d / nn.ConvTranspose2d on the input as it comes, NCHW-contiguous): the model before the
+    formulations of vae_cli/models/conv.py, with the same weights."""
+    import copy
+
+    from vae_cli.models.conv import StridedConv, StridedConvTranspose
+
+    model = copy.deepcopy(model)
+    for m in model.modules():
+        if isinstance(m, StridedConv | StridedConvTranspose):
+            m.fast = False
+    return model
+
+
+def conv_anatomy(device: torch.device, shape: tuple[int, int, int], rounds: int = 8) -> dict:
+    """Where the conv model's step goes, at batch 128 on images of `shape`: each conv layer's forward +
+    backward (weight, bias and, but for the first, input gradients) as vae runs it and as the stock op ran
+    it (NCHW-contiguous), and the whole training step (ELBO forward and backward, fused Adam) of both
+    models, interleaved round by round and each one's best round kept; FLOPs by FlopCounterMode."""
+    from vae_cli.config import LossConfig
+    from vae_cli.config.models import ConvConfig
+    from vae_cli.likelihoods import create_likelihood
+    from vae_cli.models import create_model
+    from vae_cli.models.conv import StridedConv, StridedConvTranspose
+    from vae_cli.objectives import elbo_terms
+
+    torch.manual_seed(0)
+    likelihood = create_likelihood(LossConfig(name="bernoulli"))
+    model = create_model(ConvConfig(), shape, 20, likelihood).to(device)
+    old = stock_conv_model(model)
+    x = torch.rand(BATCH, *shape, device=device)
+
+    inputs: list[tuple[nn.Module, torch.Tensor]] = []
+    hooks = [
+        m.register_forward_pre_hook(lambda m, a: inputs.append((m, a[0].detach().contiguous())))
+        for m in old.modules()
+        if isinstance(m, StridedConv | StridedConvTranspose)
+    ]
+    with torch.no_grad():
+        old.decode(old.encode(x)[0])
+    for h in hooks:
+        h.remove()
+
+    def layer_step(m: nn.Module, inp: torch.Tensor, grad: torch.Tensor, first: bool) -> Callable[[], None]:
+        def run() -> None:
+            y = m(inp.detach().requires_grad_(not first))
+            y.backward(grad)
+            m.zero_grad(set_to_none=True)
+
+        return run
+
+    layers, variants = [], {}
+    for i, (m, inp) in enumerate(inputs):
+        fast = copy_layer(m, fast=True)
+        with FlopCounterMode(display=False) as counter:
+            out = m(inp.detach().requires_grad_(i > 0))
+            out.backward(torch.ones_like(out))
+        m.zero_grad(set_to_none=True)
+        grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(i)).to(device)
+        kind = "conv" if isinstance(m, nn.Conv2d) else "convT"
+        layers.append(
+            {
+                "name": f"{kind} {m.in_channels}->{m.out_channels}",
+                "shape": f"{'x'.join(map(str, inp.shape[1:]))} -> {'x'.join(map(str, out.shape[1:]))}",
+                "flops": counter.get_total_flops(),
+            }
+        )
+        variants[("stock", i)] = layer_step(m, inp, grad, i == 0)
+        # in vae's model every layer but the first gets its input, and all but the last their gradient,
+        # channels-last from the layer before
+        cl = partial(torch.Tensor.contiguous, memory_format=torch.channels_last)
+        last = i == len(inputs) - 1
+        variants[("vae", i)] = layer_step(
+            fast, inp if i == 0 else cl(inp), grad if last else cl(grad), i == 0
+        )
+
+    def model_step(net: nn.Module) -> Callable[[], None]:
+        optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, fused=device.type in ("cpu", "cuda"))
+
+        def run() -> None:
+            loss = elbo_terms(net, x).loss(1.0)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        return run
+
+    variants[("stock", "step")], variants[("vae", "step")] = model_step(old), model_step(model)
+    variants[("matmul", "m")] = matmul_step(device)  # (m) in the same rounds: the rate to compare with
+    best, reps = dict.fromkeys(variants, math.inf), {}
+    for key, run in variants.items():  # warm-up (oneDNN builds its kernels on a shape's first call), and
+        run()  # enough repetitions for ~20 ms a round
+        synchronize(device)
+        start = time.perf_counter()
+        run()
+        synchronize(device)
+        reps[key] = max(1, min(10, round(0.02 / (time.perf_counter() - start))))
+    for _ in range(rounds):
+        for key, run in variants.items():
+            synchronize(device)
+            start = time.perf_counter()
+            for _ in range(reps[key]):
+                run()
+            synchronize(device)
+            best[key] = min(best[key], (time.perf_counter() - start) / reps[key])
+    for i, layer in enumerate(layers):
+        layer["stock"], layer["vae"] = best[("stock", i)], best[("vae", i)]
+    return {
+        "shape": shape,
+        "layers": layers,
+        "step": {"stock": best[("stock", "step")], "vae": best[("vae", "step")]},
+        "step_flops": count_flops(old, device) * BATCH,  # the stock ops' FLOPs, as for every conv figure
+        "matmul_gflops": MLP_FLOPS * BATCH / best[("matmul", "m")] / 1e9,
+    }
+
+
+def copy_layer(m: nn.Module, fast: bool) -> nn.Module:
+    import copy
+
+    m = copy.deepcopy(m)
+    m.fast = fast
+    return m
+
+
+def conv_anatomy_table(anatomy: dict) -> Table:
+    shape, matmul_gflops = "x".join(map(str, anatomy["shape"])), anatomy["matmul_gflops"]
+    table = Table(
+        title=f"conv model anatomy, {shape} images, batch {BATCH}: each layer's forward + backward, the stock "
+        f"op (NCHW) against vae's (vae_cli/models/conv.py); of (m): of the matmul rate at the MLP's shapes "
+        f"measured in the same rounds, {matmul_gflops:.0f} GFLOP/s"
+    )
+    for col in (
+        "layer",
+        "in -> out",
+        "MFLOP",
+        "stock ms",
+        "GFLOP/s",
+        "of (m)",
+        "vae ms",
+        "GFLOP/s",
+        "of (m)",
+        "speed-up",
+    ):
+        table.add_column(col, justify="left" if col in ("layer", "in -> out") else "right")
+
+    def cells(flops: float, seconds: float) -> list[str]:
+        rate = flops / seconds / 1e9
+        return [f"{seconds * 1e3:.2f}", f"{rate:.0f}", f"{math.floor(100 * rate / matmul_gflops)}%"]
+
+    for layer in anatomy["layers"]:
+        table.add_row(
+            layer["name"], layer["shape"], f"{layer['flops'] / 1e6:.0f}",
+            *cells(layer["flops"], layer["stock"]), *cells(layer["flops"], layer["vae"]),
+            f"{layer['stock'] / layer['vae']:.2f}x",
+        )  # fmt: skip
+    total = sum(layer["flops"] for layer in anatomy["layers"])
+    stock, vae = (sum(layer[k] for layer in anatomy["layers"]) for k in ("stock", "vae"))
+    table.add_row(
+        "conv layers",
+        "",
+        f"{total / 1e6:.0f}",
+        *cells(total, stock),
+        *cells(total, vae),
+        f"{stock / vae:.2f}x",
+    )
+    step = anatomy["step"]
+    table.add_row(
+        "training step", "ELBO + Adam", f"{anatomy['step_flops'] / 1e6:.0f}",
+        *cells(anatomy["step_flops"], step["stock"]), *cells(anatomy["step_flops"], step["vae"]),
+        f"{step['stock'] / step['vae']:.2f}x",
+    )  # fmt: skip
+    return table
 
 
 def synchronize(device: torch.device) -> None:
@@ -620,11 +795,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 epoch of each on a 6k/1k subset")
     parser.add_argument("--no-anatomy", action="store_true", help="skip the breakdown of the floor's step")
+    parser.add_argument(
+        "--conv-anatomy",
+        default="1x28x28,3x64x64",
+        help="image shapes (CxHxW, comma-separated) for the conv model's per-layer anatomy "
+        "(default 1x28x28,3x64x64; '' for none; --no-anatomy skips it too)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]
     if unknown := set(variants) - set(VARIANTS):
         parser.error(f"unknown --variants {', '.join(sorted(unknown))}: choose from {', '.join(VARIANTS)}")
+    try:  # checked now, not after minutes of benchmarking
+        conv_shapes = [
+            tuple(int(d) for d in spec.lower().split("x")) for spec in args.conv_anatomy.split(",") if spec
+        ]
+        assert all(len(shape) == 3 and min(shape) >= 1 for shape in conv_shapes)
+    except (ValueError, AssertionError):
+        parser.error(
+            f"--conv-anatomy {args.conv_anatomy!r}: give image shapes as CxHxW, e.g. 1x28x28,3x64x64"
+        )
     if args.quick:
         args.epochs, args.conv_epochs = 1, min(args.conv_epochs, 1)
 
@@ -703,6 +893,8 @@ def main(argv: list[str] | None = None) -> int:
             f"of a batch {anatomy['binarize']:.3f} (torch.bernoulli: {anatomy['bernoulli']:.3f})",
             highlight=False,
         )
+        for shape in conv_shapes:
+            console.print(conv_anatomy_table(conv_anatomy(device, shape)))
     textbook_row, mlp = rows[0], next(r for r in rows if r["name"] == "(b) vae mlp")
     speedup, share = textbook_row["epoch"] / mlp["epoch"], mlp["gflops"] / matmul_gflops
     checks = [

@@ -24,12 +24,10 @@ The JPEGs are read from the page cache (just written), as a dataset read a secon
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import platform
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +35,7 @@ import torch
 from PIL import Image
 
 from vae_cli.config import DatasetConfig
+from vae_cli.console import quiet
 from vae_cli.data import create_dataset, make_batches, prepare_batch
 from vae_cli.data.loaders import default_num_workers
 
@@ -90,18 +89,6 @@ def timed(what) -> tuple[object, float]:
     return out, time.perf_counter() - start
 
 
-@contextlib.contextmanager
-def quiet_vae_console() -> Iterator[None]:
-    from vae_cli import console as vae_console
-
-    console_ = vae_console.console
-    quiet, console_.quiet = console_.quiet, True
-    try:
-        yield
-    finally:
-        console_.quiet = quiet
-
-
 def conv_epoch_seconds(
     folder: Path, size: int, cache: str, in_memory: str, batch_size: int, run_dir: Path
 ) -> float:
@@ -125,7 +112,7 @@ def conv_epoch_seconds(
             "device=cpu",
         ]
     )
-    with quiet_vae_console():
+    with quiet():
         metrics = train(cfg, run_dir)
     return metrics["epoch_train_seconds"][0]
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import torch
 from rich.console import Console
@@ -21,6 +22,16 @@ from rich.table import Table
 
 log = logging.getLogger("vae")
 console = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """vae's progress bars and results tables stay silent inside (the benchmarks print their own)."""
+    was, console.quiet = console.quiet, True
+    try:
+        yield
+    finally:
+        console.quiet = was
 
 
 def batch_progress(label: str, eta: bool = False) -> Progress:
