@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vae_cli.code_mixture import fit_code_mixture
 from vae_cli.errors import ConfigError
 from vae_cli.estimators import encode_split, estimate_split
 from vae_cli.paths import background_dir, find_checkpoint
@@ -265,28 +266,6 @@ def png_bits(images: torch.Tensor) -> torch.Tensor:
         Image.fromarray(array).save(buffer, format="PNG", optimize=True, compress_level=9)
         sizes.append(8 * buffer.getbuffer().nbytes)
     return torch.tensor(sizes, dtype=torch.float64)
-
-
-#: score=latent fits its mixture to at most this many training codes (a seeded random subset beyond it):
-#: EM on 100,000 16-dimensional codes takes seconds, and more codes do not change the fit
-CODES_FITTED_MAX = 100_000
-
-
-def fit_code_mixture(codes: torch.Tensor, components: int, seed: int) -> Any:
-    """A Gaussian mixture with full covariances fitted by EM (scikit-learn's GaussianMixture, k-means
-    initialisation) to codes (N, d), or a ConfigError when there are fewer codes than components."""
-    from sklearn.mixture import GaussianMixture
-
-    if len(codes) < max(2, components):
-        raise ConfigError(
-            f"score=latent fits {components} Gaussians to the training codes and the training split has "
-            f"{len(codes)} examples: set components= below {max(2, len(codes))}"
-        )
-    if len(codes) > CODES_FITTED_MAX:
-        generator = torch.Generator().manual_seed(seed)
-        codes = codes[torch.randperm(len(codes), generator=generator)[:CODES_FITTED_MAX]]
-    mixture = GaussianMixture(components, covariance_type="full", reg_covar=1e-5, random_state=seed)
-    return mixture.fit(codes.double().numpy())
 
 
 def background_checkpoint(trained: Any) -> Path:

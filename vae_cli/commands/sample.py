@@ -2,7 +2,9 @@
 of vectors (tabular data), a CSV and a .npy of them in the data's units instead (vae_cli/tabular.py).
 
 mean         prior codes z ~ p(z) (N(0, temperature^2 I) for prior=standard; a mixture prior's component, then
-             its Gaussian spread by temperature), shown as the likelihood's mean E[x|z]
+             its Gaussian spread by temperature), shown as the likelihood's mean E[x|z]; sampler=gmm draws
+             the codes instead from a Gaussian mixture fitted to the training split's posterior means
+             (vae_cli/code_mixture.py: fitted once, kept in the run folder)
 draw         the same codes, then pixels drawn from p(x|z)
 traverse     one row per active latent dimension (highest average KL first; show_inactive=true adds
              the inactive ones): that dimension swept over `range` in `steps` columns, the others held
@@ -21,6 +23,7 @@ import torch
 from omegaconf import DictConfig
 
 from vae_cli.api import Trained
+from vae_cli.code_mixture import CodeMixture, run_code_mixture
 from vae_cli.commands.common import first_images, load_data, open_run, pick_split, run_tensorboard
 from vae_cli.config import validate_sample_config
 from vae_cli.console import console
@@ -53,9 +56,16 @@ def sample(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     labels: dict[str, Any] = {}  # the traversal's words on its picture
     columns: dict[str, list] = {}  # vectors: the CSV's columns before the features (dim and z, ...)
 
+    info["sampler"] = cfg.sampler
+    mixture: CodeMixture | None = None
+    if cfg.sampler == "gmm" and cfg.mode in ("mean", "draw"):
+        mixture, kept = run_code_mixture(trained, cfg.components, cfg.data_dir)
+        info["code_mixture"] = str(kept) if kept else None
+    elif cfg.sampler == "gmm":
+        log.info("sampler=gmm: mode=%s draws no codes from the prior; the sampler is not used", cfg.mode)
     if cfg.mode in ("mean", "draw"):
         name, nrow = "samples", cfg.nrow
-        images = prior_samples(model, cfg.n, cfg.temperature, cfg.mode == "draw", generator)
+        images = prior_samples(model, cfg.n, cfg.temperature, cfg.mode == "draw", generator, mixture)
     elif cfg.mode == "traverse":
         name, nrow = "traverse", cfg.steps
         x = encoded_inputs(trained, cfg, KL_EXAMPLES, generator)
@@ -166,11 +176,20 @@ def _hidden_text(hidden: list[int]) -> str:
 
 @torch.no_grad()
 def prior_samples(
-    model: VAE, n: int, temperature: float, draw: bool, generator: torch.Generator
+    model: VAE,
+    n: int,
+    temperature: float,
+    draw: bool,
+    generator: torch.Generator,
+    mixture: CodeMixture | None = None,
 ) -> torch.Tensor:
     """n images decoded from z ~ p(z), the model's prior (N(0, temperature^2 I) for the standard one; a
-    mixture's components each spread by `temperature`): E[x|z], or a draw x ~ p(x|z) when `draw`."""
-    z = model.prior_codes(n, temperature, generator)
+    mixture's components each spread by `temperature`), or from z ~ `mixture` (sampler=gmm, its
+    Gaussians spread alike): E[x|z], or a draw x ~ p(x|z) when `draw`."""
+    if mixture is None:
+        z = model.prior_codes(n, temperature, generator)
+    else:
+        z = mixture.sample(n, generator, temperature).to(next(model.parameters()).device)
     images = []
     for codes in z.split(DECODE_BATCH):  # thousands of samples (e.g. for FID) in device-sized passes
         params = model.decode(codes)

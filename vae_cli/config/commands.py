@@ -77,6 +77,19 @@ class SampleAppConfig(FromCheckpointConfig):
         "mean: prior samples shown as E[x|z] | draw: x ~ p(x|z) | traverse | interpolate",
         choices=("mean", "draw", "traverse", "interpolate"),
     )
+    sampler: str = key(
+        "prior",
+        "mean/draw: where the codes come from: prior (z ~ p(z)) | gmm (a Gaussian mixture fitted to the "
+        "training split's posterior means, kept in the run folder as code_mixture-<components>.pt)",
+        choices=("prior", "gmm"),
+    )
+    components: int = key(
+        10,
+        "sampler=gmm: the Gaussians of the mixture (full covariances)",
+        min=1,
+        lt=1001,
+        rule="must be in [1, 1000]",
+    )
     n: int = key(
         64,
         "mean/draw: the number of prior samples",
@@ -88,7 +101,7 @@ class SampleAppConfig(FromCheckpointConfig):
     temperature: float = key(
         1.0,
         "mean/draw: scales the prior's spread: z ~ N(0, temperature^2 I) for prior=standard, each "
-        "component's Gaussian for a mixture",
+        "component's Gaussian for a mixture (and sampler=gmm's)",
         gt=0,
     )
     save_tensor: bool = key(False, "also write the images as a tensor (<name>.pt)")
