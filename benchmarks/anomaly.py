@@ -50,6 +50,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # runs from a checkout without installing
 
+from vae_cli.data.mnist import FASHION_MNIST_CLASSES  # noqa: E402
+
 #: `vae train` for a table (after dataset=tensor dataset.path=<csv> dataset.label_column=label): the
 #: command docs/own-data.md recommends for tables
 TABLE_TRAIN = ["dataset.val_fraction=0", "dataset.test_fraction=0"]
@@ -69,18 +71,6 @@ IMAGE_SCORES = ("neg_elbo", "complexity", "likelihood_ratio", "latent")
 TABLE_SETS = ("breast_cancer", "wine", "digits", "planted")
 ANOMALY_SHARE = 0.05
 PLANTED = 5  # gross outliers in the planted set
-FASHION = (
-    "T-shirt",
-    "trouser",
-    "pullover",
-    "dress",
-    "coat",
-    "sandal",
-    "shirt",
-    "sneaker",
-    "bag",
-    "ankle boot",
-)
 
 
 def need_pyod() -> None:
@@ -306,7 +296,7 @@ def run_images(
                 row[detector] = grade(model.fit(train_x).decision_function(test_x), labels)
         results[c] = row
         print(
-            f"  class {c} ({FASHION[c]}) held out: "
+            f"  class {c} ({FASHION_MNIST_CLASSES[c]}) held out: "
             + ", ".join(f"{k} {v[0]:.3f}" for k, v in row.items())
             + f" ({time.perf_counter() - started:.0f} s)",
             flush=True,
@@ -353,7 +343,7 @@ def print_images(results: dict[int, dict[str, tuple[float, float]]]) -> None:
     print("| --- |" + " --- |" * len(detectors))
     for c, row in results.items():
         print(
-            f"| {c} {FASHION[c]} | "
+            f"| {c} {FASHION_MNIST_CLASSES[c]} | "
             + " | ".join(f"{row[d][0]:.3f} / {row[d][1]:.3f}" for d in detectors)
             + " |"
         )

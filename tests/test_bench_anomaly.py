@@ -59,7 +59,7 @@ def test_the_report_prints_one_table_per_half(bench, capsys: pytest.CaptureFixtu
         "| planted | 400 | 5 | **0.850 ± 0.050 / 0.450** |" in out and "| mean ROC AUC | | | 0.850 |" in out
     )
     assert "planted: the 5 outliers ranked first in vae 2/2" in out
-    assert "| 9 ankle boot | 0.800 / 0.300 | 0.600 / 0.200 |" in out
+    assert "| 9 ankle-boot | 0.800 / 0.300 | 0.600 / 0.200 |" in out
 
 
 def test_without_pyod_it_says_how_to_install_it(bench, monkeypatch: pytest.MonkeyPatch) -> None:
