@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint format docs train bench bench-anomaly bench-cache tensorboard clean
+.PHONY: help install test lint format docs train bench bench-anomaly bench-disentangle bench-cache bench-evaluate tensorboard clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -43,8 +43,14 @@ bench: ## Time vae's training against the textbook PyTorch loop (benchmarks/benc
 bench-anomaly: ## Anomaly detection: vae against PyOD's VAE and AutoEncoder and IsolationForest (needs '.[bench]')
 	$(BIN)/python benchmarks/anomaly.py $(ARGS)
 
+bench-disentangle: ## Disentanglement on synthetic: β-VAE, β-TCVAE, FactorVAE, DIP, capacity, InfoVAE (MIG, DCI)
+	$(BIN)/python benchmarks/disentangle.py $(ARGS)
+
 bench-cache: ## The decoded-image cache against decoding JPEGs in a DataLoader (benchmarks/cache.py)
 	$(BIN)/python benchmarks/cache.py $(ARGS)
+
+bench-evaluate: ## vae evaluate iwae_k=5000 on MNIST against its matrix products alone (benchmarks/evaluate.py)
+	$(BIN)/python benchmarks/evaluate.py $(ARGS)
 
 tensorboard: ## Open TensorBoard on outputs/
 	$(BIN)/tensorboard --logdir outputs

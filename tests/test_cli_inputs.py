@@ -76,7 +76,10 @@ def test_report_help_shows_the_key_value_spelling(tmp_path: Path) -> None:
         (["latnt_dim=8"], "latnt_dim is not a key of vae train; did you mean latent_dim?"),
         (["model=mlp", "model.hidden_dim=[8]"], "not a key of model=mlp; did you mean model.hidden_dims?"),
         (["model=mlp", "+model.hidden_dim=[8]"], "did you mean model.hidden_dims?"),
-        (["model=conv", "model.hidden_dims=[8]"], "not a key of model=conv (it is a key of model=mlp)"),
+        (
+            ["model=conv", "model.hidden_dims=[8]"],
+            "not a key of model=conv (it is a key of model=mlp, model=ladder)",
+        ),
     ],
 )
 def test_unknown_keys_are_refused_with_a_suggestion_never_a_plus(

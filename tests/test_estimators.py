@@ -13,9 +13,9 @@ import math
 import pytest
 import torch
 from torch import nn
-from torch.distributions import MultivariateNormal
+from torch.distributions import MultivariateNormal, Normal
 
-from vae_cli.estimators import importance_weighted_bound, iwae_log_likelihood
+from vae_cli.estimators import draws_and_log_ratio, importance_weighted_bound, iwae_log_likelihood
 from vae_cli.likelihoods import Gaussian
 from vae_cli.models import VAE
 
@@ -126,3 +126,20 @@ def test_wider_proposal_also_converges(correlated) -> None:
     model = ppca_vae(w, b, SIGMA, var_scale=2.0)
     gap = (log_px - iwae_log_likelihood(model, x, 2000, chunk=500)).mean()
     assert -0.01 < float(gap) < 0.02
+
+
+def test_closed_form_draws_and_log_ratio_match_torch_distributions() -> None:
+    """The Gaussian posterior with the standard prior (the fused path): z = mu + sigma * eps from the
+    generator's eps, and log p(z) - log q(z|x) of those very draws as torch.distributions scores them."""
+    model = ppca_vae(torch.randn(D, d), torch.randn(D), SIGMA)
+    assert model.closed_form
+    g = torch.Generator().manual_seed(0)
+    mu, logvar = torch.randn(5, d, generator=g) * 2, torch.randn(5, d, generator=g)
+    std = torch.exp(0.5 * logvar)
+    z, ratio = draws_and_log_ratio(model, mu, logvar, std, 3, torch.Generator().manual_seed(1))
+    eps = torch.randn(3, 5, d, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(z, mu + std * eps)
+    z64 = z.double()
+    log_q = Normal(mu.double(), std.double()).log_prob(z64).sum(-1)
+    expected = Normal(0.0, 1.0).log_prob(z64).sum(-1) - log_q
+    torch.testing.assert_close(ratio.double(), expected, rtol=1e-5, atol=1e-5)

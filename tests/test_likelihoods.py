@@ -12,8 +12,15 @@ import torch.nn.functional as F
 from torch.distributions import Bernoulli, Normal
 
 from vae_cli.config import LossConfig
+from vae_cli.likelihoods import (
+    LOG_BLOCK,
+    BernoulliNLL,
+    DiscretizedLogistic,
+    Gaussian,
+    bernoulli_log_prob_values,
+    create_likelihood,
+)
 from vae_cli.likelihoods import Bernoulli as BernoulliLikelihood
-from vae_cli.likelihoods import BernoulliNLL, DiscretizedLogistic, Gaussian, create_likelihood
 
 
 def test_bernoulli_log_prob_matches_torch() -> None:
@@ -51,6 +58,41 @@ def test_bernoulli_nll_matches_bce_with_logits_in_value_and_gradient() -> None:
     assert torch.autograd.gradcheck(
         BernoulliNLL.apply, (draws, torch.rand(3, 5, dtype=torch.float64, requires_grad=True))
     )
+
+
+@pytest.mark.parametrize("d", [5, LOG_BLOCK, 3 * LOG_BLOCK + 7, 784])
+def test_bernoulli_nll_without_gradient_matches_bce_with_logits(d: int) -> None:
+    """The evaluation path (no gradient: sigmoid(|l|) multiplied in blocks of up to LOG_BLOCK pixels, one
+    log per block) against BCE-with-logits in float64, for D below a block, one block, blocks and a
+    remainder (D prime), blocks of a divisor (784: 56): logits in the far tails and at 0 (a block's
+    product then 2^-block), grey-level x, x broadcast over the draws and the draws over x; with a
+    gradient wanted, the autograd path."""
+    torch.manual_seed(0)
+    logits = torch.randn(3, 4, d) * 4
+    logits[0, 0] = torch.tensor([-200.0, -30.0, 0.0, 30.0, 200.0]).repeat(d // 5 + 1)[:d]
+    logits[0, 1] = 0.0
+    x = torch.rand(4, d)
+    x[:2] = x[:2].round()
+
+    def bce(lg: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        lg, target = torch.broadcast_tensors(lg.double(), target.double())
+        return F.binary_cross_entropy_with_logits(lg, target, reduction="none").sum(-1)
+
+    lik = BernoulliLikelihood()
+    with torch.inference_mode():  # as the estimators call it: (draws, N, C, H, W) against x (N, C, H, W)
+        ours = lik.nll(logits.view(3, 4, 1, 1, d), x.view(4, 1, 1, d))
+    torch.testing.assert_close(ours.double(), bce(logits, x), rtol=1e-6, atol=1e-4)
+    torch.testing.assert_close(ours[0, 1].double(), torch.tensor(d * math.log(2.0), dtype=torch.float64))
+    draws_of_x = torch.rand(3, 4, d)  # x with more leading dimensions than the logits
+    torch.testing.assert_close(
+        -bernoulli_log_prob_values(logits[0], draws_of_x).double(),
+        bce(logits[0], draws_of_x),
+        rtol=1e-6,
+        atol=1e-4,
+    )
+    wanted = logits.clone().requires_grad_()
+    lik.nll(wanted.view(3, 4, 1, 1, d), x.view(4, 1, 1, d)).sum().backward()  # autograd: sigmoid(l) - x
+    torch.testing.assert_close(wanted.grad, torch.sigmoid(logits) - x)
 
 
 @pytest.mark.parametrize("variance", ["fixed", "global", "pixel"])

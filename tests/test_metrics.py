@@ -10,9 +10,12 @@ import pytest
 import torch
 
 from vae_cli.metrics import (
+    DCI_MIN_EXAMPLES,
     active_units,
     average_precision,
     bits_per_dim,
+    dci,
+    dci_scores,
     discrete_mutual_information,
     discretize,
     entropy,
@@ -20,7 +23,9 @@ from vae_cli.metrics import (
     latent_variances,
     logistic_probe,
     mutual_information_gap,
+    representation_metrics,
     roc_auc,
+    split_dci,
 )
 
 
@@ -144,6 +149,73 @@ def test_constant_factors_are_skipped_and_bad_shapes_refused() -> None:
     assert math.isnan(mutual_information_gap(torch.randn(10, 2), torch.zeros(10, 1)))
     with pytest.raises(ValueError):
         mutual_information_gap(torch.randn(10, 2), torch.randn(9, 1))
+
+
+# --- DCI ---------------------------------------------------------------------------------------------
+
+DCI_N = 1000  # enough for the forests, fast enough for the suite
+
+
+def test_dci_scores_of_known_importance_matrices() -> None:
+    assert dci_scores(torch.eye(4)[[2, 0, 3, 1]]) == pytest.approx((1.0, 1.0))  # a permutation
+    assert dci_scores(torch.ones(4, 4)) == pytest.approx((0.0, 0.0), abs=1e-12)  # all serve all equally
+    assert dci_scores(torch.zeros(3, 2)) == pytest.approx((0.0, 0.0), abs=1e-12)  # no information: uniform
+    # Code 0 serves factors 0 and 1 equally (H = log 2 / log 4 = 1/2, weight 2/4); codes 1, 2 one each.
+    split = torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    assert dci_scores(split) == pytest.approx((1 - 0.5 * 0.5, 1.0))
+    # Each factor in two codes equally: disentangled codes, each factor incomplete by log 2 / log 6.
+    assert dci_scores(torch.cat([torch.eye(3), torch.eye(3)])) == pytest.approx(
+        (1.0, 1 - math.log(2) / math.log(6))
+    )
+    h = -(0.3 * math.log(0.3) + 0.7 * math.log(0.7))  # one factor: the codes are disentangled, not complete
+    assert dci_scores(torch.tensor([[0.3], [0.7]])) == pytest.approx((1.0, 1 - h / math.log(2)))
+
+
+def test_dci_of_a_permutation_of_the_factors_is_one() -> None:
+    g = torch.Generator().manual_seed(0)
+    f = _factors(g)[:DCI_N]
+    # Each factor in its own dimension (shuffled, rescaled, monotonic), plus two pure-noise dimensions.
+    codes = torch.cat(
+        [0.3 * f[:, [1]] + 5, torch.randn(DCI_N, 2, generator=g), f[:, [0]] ** 2, -f[:, [2]]], 1
+    )
+    result = dci(codes, f)
+    assert result["disentanglement"] > 0.99 and result["completeness"] > 0.99
+    assert result["informativeness"] == pytest.approx(1.0)
+
+
+def test_dci_of_codes_that_mix_every_factor_equally_is_near_zero() -> None:
+    g = torch.Generator().manual_seed(1)
+    f = torch.cat([_factors(g)[:DCI_N], torch.randint(0, 5, (DCI_N, 1), generator=g).float()], 1)
+    standardized = (f - f.mean(0)) / f.std(0)
+    # An orthogonal mixing with entries +-1/2 (Hadamard): every code dimension holds every factor with
+    # the same weight, and every factor needs all four dimensions to be read back.
+    hadamard = torch.tensor([[1.0, 1, 1, 1], [1, -1, 1, -1], [1, 1, -1, -1], [1, -1, -1, 1]]) / 2
+    mixed = dci(standardized @ hadamard, f)
+    assert mixed["disentanglement"] < 0.02 and mixed["completeness"] < 0.02
+    assert mixed["informativeness"] > 0.6  # the factors are still in the code, just not one per dimension
+    noise = dci(torch.randn(DCI_N, 4, generator=g), f)
+    assert noise["disentanglement"] < 0.02 and noise["informativeness"] < 0.4  # near chance
+
+
+def test_dci_skips_constant_factors_and_needs_enough_codes() -> None:
+    g = torch.Generator().manual_seed(3)
+    f = torch.cat([torch.zeros(DCI_N, 1), _factors(g)[:DCI_N, :2]], 1)
+    assert dci(f[:, [2, 1]].clone(), f)["disentanglement"] > 0.99  # the constant factor is left out
+    assert all(math.isnan(v) for v in dci(torch.randn(10, 2), torch.zeros(10, 1)).values())
+    diverged = torch.full((10, 2), math.nan)  # a model that diverged: NaN, not an error
+    assert all(math.isnan(v) for v in dci(diverged, torch.arange(10.0)[:, None]).values())
+    with pytest.raises(ValueError):
+        dci(torch.randn(10, 2), torch.randn(9, 1))
+    assert split_dci(torch.randn(DCI_MIN_EXAMPLES - 1, 2), f[: DCI_MIN_EXAMPLES - 1]) is None
+    assert split_dci(f[:, 1:].clone(), None) is None
+    metrics = representation_metrics(f[:, [2, 1]].clone(), f)
+    assert metrics["dci_disentanglement"] > 0.99 and set(metrics) == {
+        "active_units",
+        "mig",
+        "dci_disentanglement",
+        "dci_completeness",
+        "dci_informativeness",
+    }
 
 
 # --- the ranking metrics -----------------------------------------------------------------------------

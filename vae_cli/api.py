@@ -30,6 +30,7 @@ from vae_cli.config import DatasetConfig, LossConfig, ModelConfig, PosteriorConf
 from vae_cli.errors import CheckpointError, ConfigError
 from vae_cli.likelihoods import create_likelihood
 from vae_cli.models import VAE, create_model
+from vae_cli.models.conditional import Classes
 from vae_cli.paths import find_checkpoint
 from vae_cli.training.runtime import resolve_device
 
@@ -114,9 +115,16 @@ def read_checkpoint(path: str | Path, device: str | torch.device = "auto") -> Tr
     latent_dim = raw.get("latent_dim")
     if not isinstance(latent_dim, int) or latent_dim < 1:
         raise CheckpointError(f"{file} is not a usable vae checkpoint: bad latent_dim {latent_dim!r}")
+    classes = Classes.from_payload(payload.get("classes"))  # model.conditional's labels
+    if model_cfg.get("conditional") and classes is None:
+        raise CheckpointError(
+            f"{file} is not a usable vae checkpoint: its conditional model's classes are missing"
+        )
     try:
         likelihood = create_likelihood(loss_cfg)
-        model = create_model(model_cfg, tuple(shape), latent_dim, likelihood, prior_cfg, posterior_cfg)
+        model = create_model(
+            model_cfg, tuple(shape), latent_dim, likelihood, prior_cfg, posterior_cfg, classes
+        )
         model.load_state_dict(payload["model"])
     except (ConfigError, RuntimeError, KeyError, ValueError, TypeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -147,7 +155,15 @@ def load_model(path: str | Path, device: str | torch.device = "auto") -> VAE:
     `decode(z)` (the likelihood's parameters; `model.likelihood.mean` turns them into images), `sample(n)`
     (decoded draws of its prior, `model.prior`), `reconstruct(x)`, and `model.config`, the training run's
     config.
-    Inputs x are float images in [0, 1] of shape (N, *model.image_shape)."""
+    Inputs x are float images in [0, 1] of shape (N, *model.image_shape).
+
+    A conditional model (model.conditional=true: a ConditionalVAE, `model.classes` its labels) takes each
+    example's class too: `encode(x, labels)`, `code(x, labels)`, `decode(z, labels)`,
+    `reconstruct(x, labels)`, `sample(n, labels=3)` (without labels: its classes in turn).
+
+    A model=vqvae checkpoint gives a VQVAE (vae_cli/models/vqvae.py) with the same surface, except that
+    `encode(x)` is its grid z_e, `code(x)` the quantised z_q flattened, `indices(x)` the grid's codebook
+    entries and `sample(n)` decoded draws of its code prior (`model.code_prior`)."""
     trained = read_checkpoint(path, device)
     trained.model.config = trained.config
     return trained.model

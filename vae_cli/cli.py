@@ -81,6 +81,12 @@ def evaluate_task(cfg: DictConfig) -> Any:
     return run_task(evaluate, cfg, "evaluate")
 
 
+def embed_task(cfg: DictConfig) -> Any:
+    from vae_cli.commands.embed import embed
+
+    return run_task(embed, cfg, "embed")
+
+
 def score_task(cfg: DictConfig) -> Any:
     from vae_cli.commands.score import score
 
@@ -90,9 +96,10 @@ def score_task(cfg: DictConfig) -> Any:
 #: subcommand -> (one-line help, primary config name, task function)
 SUBCOMMANDS: dict[str, tuple[str, str, Callable[[DictConfig], Any]]] = {
     "train": ("train a VAE (checkpoints, TensorBoard, metrics.json)", "train", train_task),
-    "sample": ("prior samples, traversals or interpolations from a checkpoint", "sample", sample_task),
+    "sample": ("prior samples, traversals, interpolations, the 2-D manifold", "sample", sample_task),
     "reconstruct": ("originals above reconstructions, of a split or images", "reconstruct", reconstruct_task),
-    "evaluate": ("-ELBO, IWAE -log p(x), bits/dim, active units, probe accuracy", "evaluate", evaluate_task),
+    "evaluate": ("-ELBO, IWAE -log p(x), bits/dim, active units, probe, vs PCA", "evaluate", evaluate_task),
+    "embed": ("a split's codes (NPZ, CSV) and their scatter, coloured by label", "embed", embed_task),
     "score": ("per-example anomaly scores (CSV, grid, ROC AUC) of a split/folder/file", "score", score_task),
 }
 
@@ -126,6 +133,7 @@ def usage() -> str:
         "  vae sample ckpt=outputs/train/<date>/<time> mode=traverse",
         "  vae evaluate ckpt=outputs/train/<date>/<time> iwae_k=1000",
         "  vae score ckpt=outputs/train/<date>/<time> input=test anomaly_class=9",
+        "  vae embed ckpt=outputs/train/<date>/<time> method=tsne",
         "  vae train --help        (every config group and key)",
     ]
     return "\n".join(lines)

@@ -9,6 +9,10 @@ the prior N(0, I) only approximates.
   file, or the run trained further) is refitted and replaced. `vae sample sampler=gmm` draws from it
   (pythae's GaussianMixtureSampler): codes where the training codes are, not in the holes between the
   aggregate posterior and the prior.
+- `diagonal=True`: one Gaussian with a diagonal covariance, the per-dimension mean and variance of the
+  training codes, kept as `<run>/code_gaussian.pt`: `vae sample sampler=gaussian`'s, and the sampler of a
+  plain autoencoder (objective=ae), which has no prior to draw from (the "ex-post density estimation"
+  of Ghosh et al. 2020).
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ CODES_FITTED_MAX = 100_000
 FIT_SEED = 0
 #: the file's format, bumped when its contents change (an older file is refitted)
 FORMAT = 1
+
+
+#: the variance floor of the diagonal Gaussian's dimensions, as GaussianMixture's reg_covar
+VARIANCE_FLOOR = 1e-5
 
 
 def fit_code_mixture(codes: torch.Tensor, components: int, seed: int, what: str = "score=latent") -> Any:
@@ -64,6 +72,23 @@ class CodeMixture:
     checkpoint: str  # the checkpoint file's name (best.ckpt, last.ckpt, ...)
     step: int  # its optimisation steps
     codes: int  # the training codes it was fitted to
+
+    @classmethod
+    def diagonal_gaussian(cls, codes: torch.Tensor, checkpoint: str, step: int) -> CodeMixture:
+        """One Gaussian N(mean, diag(var)) fitted to codes (N, d) by maximum likelihood: each dimension's
+        mean and (biased) variance, floored at VARIANCE_FLOOR."""
+        codes = codes.double()
+        variances = codes.var(0, correction=0).clamp(min=VARIANCE_FLOOR)
+        return cls(
+            torch.ones(1, dtype=torch.float64),
+            codes.mean(0)[None],
+            torch.diag_embed(variances)[None],
+            1,
+            FIT_SEED,
+            checkpoint,
+            step,
+            len(codes),
+        )
 
     @classmethod
     def from_sklearn(cls, mixture: Any, seed: int, checkpoint: str, step: int, codes: int) -> CodeMixture:
@@ -105,16 +130,20 @@ class CodeMixture:
         return means[k] + temperature * (chol[k] @ eps[:, :, None])[:, :, 0]
 
 
-def mixture_file(run_dir: Path, components: int) -> Path:
-    """Where a run keeps its mixture of `components` Gaussians."""
-    return run_dir / f"code_mixture-{components}.pt"
+def mixture_file(run_dir: Path, components: int, diagonal: bool = False) -> Path:
+    """Where a run keeps its mixture of `components` Gaussians (or its diagonal Gaussian)."""
+    return run_dir / ("code_gaussian.pt" if diagonal else f"code_mixture-{components}.pt")
+
+
+def sampler_name(diagonal: bool) -> str:
+    return "sampler=gaussian" if diagonal else "sampler=gmm"
 
 
 def fit_run_mixture(
-    trained: Any, components: int, data_dir: str | None, batch_size: int = 256
+    trained: Any, components: int, data_dir: str | None, batch_size: int = 256, diagonal: bool = False
 ) -> CodeMixture:
-    """Fit the mixture to the posterior means of the model's training split (seed FIT_SEED), or one line
-    saying the training data is needed."""
+    """Fit the mixture (or the diagonal Gaussian) to the posterior means of the model's training split
+    (seed FIT_SEED), or one line saying the training data is needed."""
     from vae_cli.commands.common import load_data
     from vae_cli.estimators import encode_split
 
@@ -122,10 +151,17 @@ def fit_run_mixture(
         data = load_data(trained, data_dir)
     except (DataError, CheckpointError, OSError) as e:
         raise DataError(
-            f"sampler=gmm needs the training data, to fit its mixture to the training codes (point "
-            f"data_dir= at it): {e}"
+            f"{sampler_name(diagonal)} needs the training data, to fit its "
+            f"{'Gaussian' if diagonal else 'mixture'} to the training codes (point data_dir= at it): {e}"
         ) from None
     codes = encode_split(trained.model, data.train, data.binarize, FIT_SEED, batch_size)
+    if diagonal:
+        if len(codes) < 2:
+            raise ConfigError(
+                f"sampler=gaussian fits a Gaussian to the training codes and the training split has "
+                f"{len(codes)} example(s): it needs at least 2"
+            )
+        return CodeMixture.diagonal_gaussian(codes, trained.path.name, trained.step)
     mixture = fit_code_mixture(codes, components, FIT_SEED, what="sampler=gmm")
     return CodeMixture.from_sklearn(mixture, FIT_SEED, trained.path.name, trained.step, len(codes))
 
@@ -142,15 +178,18 @@ def _stale(kept: CodeMixture, trained: Any, components: int) -> str | None:
 
 
 def run_code_mixture(
-    trained: Any, components: int, data_dir: str | None, batch_size: int = 256
+    trained: Any, components: int, data_dir: str | None, batch_size: int = 256, diagonal: bool = False
 ) -> tuple[CodeMixture, Path | None]:
-    """The checkpoint's mixture of `components` Gaussians and the file that keeps it (None: in memory).
+    """The checkpoint's mixture of `components` Gaussians (with `diagonal`, its one diagonal Gaussian:
+    components is 1) and the file that keeps it (None: in memory).
 
     Read from <run>/code_mixture-<components>.pt when that was fitted for this checkpoint file at this
     step; else fitted and written there atomically (replacing a stale one, with a log line saying why).
     A lone .ckpt outside a run folder, or a run folder that cannot be written, gets a mixture in memory."""
-    run_dir = trained.run_dir
-    path = mixture_file(run_dir, components) if run_dir is not None else None
+    run_dir, sampler = trained.run_dir, sampler_name(diagonal)
+    fit = "the Gaussian" if diagonal else "the mixture"
+    components = 1 if diagonal else components
+    path = mixture_file(run_dir, components, diagonal) if run_dir is not None else None
     if path is not None and path.is_file():
         try:
             kept = CodeMixture.from_payload(torch.load(path, map_location="cpu", weights_only=True))
@@ -159,27 +198,22 @@ def run_code_mixture(
         else:
             why = _stale(kept, trained, components)
             if why is None:
-                log.info(
-                    "sampler=gmm: the mixture kept in %s (fitted to %d training codes)", path, kept.codes
-                )
+                log.info("%s: %s kept in %s (fitted to %d training codes)", sampler, fit, path, kept.codes)
                 return kept, path
-        log.info("sampler=gmm: refitting %s: %s", path, why)
-    mixture = fit_run_mixture(trained, components, data_dir, batch_size)
+        log.info("%s: refitting %s: %s", sampler, path, why)
+    mixture = fit_run_mixture(trained, components, data_dir, batch_size, diagonal)
     if path is None:
         log.info(
-            "sampler=gmm: %s is not in a run folder: the mixture is fitted in memory, not kept", trained.path
+            "%s: %s is not in a run folder: %s is fitted in memory, not kept", sampler, trained.path, fit
         )
         return mixture, None
     try:
         write_atomically(path, lambda f: torch.save(mixture.payload(), f))
     except OSError as e:
         log.info(
-            "sampler=gmm: cannot write %s (%s): the mixture is fitted in memory, not kept",
-            path,
-            e.strerror or e,
+            "%s: cannot write %s (%s): %s is fitted in memory, not kept", sampler, path, e.strerror or e, fit
         )
         return mixture, None
-    log.info(
-        "sampler=gmm: fitted %d Gaussians to %d training codes, kept in %s", components, mixture.codes, path
-    )
+    fitted = "a diagonal Gaussian" if diagonal else f"{components} Gaussians"
+    log.info("%s: fitted %s to %d training codes, kept in %s", sampler, fitted, mixture.codes, path)
     return mixture, path

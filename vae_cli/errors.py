@@ -151,6 +151,7 @@ MEMORY_SETTINGS: dict[str, tuple[str, ...]] = {
     "reconstruct": ("n",),
     "evaluate": ("batch_size", "chunk", "iwae_k"),
     "score": ("batch_size", "chunk", "iwae_k"),
+    "embed": ("batch_size", "n"),
 }
 
 

@@ -16,6 +16,13 @@ encode a split and bound its log-likelihood.
     recon_error  sum over dimensions of (x - E[x|z = mu(x)])^2, the squared error of the mean
                reconstruction in the model's input units: not a bound on anything
 
+A plain autoencoder (objective=ae) has no KL and no bound: `reconstruct_split` gives its recon at
+z = code(x), no draw, and its recon_error.
+
+model=vqvae's posterior is a point mass at its code z_q(x): `code_bound_split` gives recon = -log p(x|z_q),
+kl = -log p(z_q) under its code prior (per grid position in kl_per_dim), and neg_elbo = iwae_nll = their
+sum: every draw of a point mass is the same one, so the importance-weighted bound is the ELBO.
+
 Every pass draws from seeded generators, so the numbers move only when the model or the seed does.
 """
 
@@ -34,6 +41,8 @@ from vae_cli.data import make_batches, prepare_batch
 from vae_cli.data.base import Split
 from vae_cli.likelihoods import Likelihood
 from vae_cli.models import VAE
+from vae_cli.models.conditional import each_conditioned, with_labels
+from vae_cli.models.vqvae import is_vqvae
 
 #: decoded values (draws x examples x pixels) per pass of the importance-weighted bound, 16 MB in float32:
 #: big enough for fast matrix products, small enough that the allocator reuses memory instead of asking
@@ -157,8 +166,10 @@ def draws_and_log_ratio(
         z, log_q = model.posterior.rsample((mu, logvar), s, generator)
         return z, model.prior.log_prob(z) - log_q
     eps = torch.randn((s, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
-    z = mu + std * eps
-    return z, -0.5 * (z.pow(2) - eps.pow(2) - logvar).sum(-1)
+    z = torch.addcmul(mu, std, eps)
+    # -1/2 sum_j (z_j^2 - eps_j^2 - logvar_j), in fused steps: each pass over (s, N, latent) costs a
+    # thread barrier, which is what these small tensors cost on a busy machine
+    return z, torch.addcmul(eps.square(), z, z, value=-1).sum(-1).add_(logvar.sum(-1)).mul_(0.5)
 
 
 def _estimate(log_px_z: torch.Tensor, ratio: torch.Tensor, k: int) -> ImportanceEstimate:
@@ -203,18 +214,24 @@ def estimate_split(
     `discrete` likelihood (the model's read as a distribution of 8-bit pixels: `Likelihood.on_8bit_data`),
     also discrete_recon,
     discrete_neg_elbo and discrete_iwae_nll (N,), under it, from the same draws. Binarised data is
-    binarised once, with the generator of `seed` (the draws of z use seed + 1)."""
+    binarised once, with the generator of `seed` (the draws of z use seed + 1). model=vqvae: its
+    deterministic code's numbers (`code_bound_split`; k and chunk do not apply)."""
+    if is_vqvae(model):
+        return code_bound_split(
+            model, split, binarize=binarize, seed=seed, batch_size=batch_size, in_memory=in_memory,
+            recon_error=recon_error, label=label, discrete=discrete,
+        )  # fmt: skip
     device = next(model.parameters()).device
     data_generator = torch.Generator(device=device).manual_seed(seed)
     noise_generator = torch.Generator(device=device).manual_seed(seed + 1)
-    batches = make_batches(split, batch_size, False, seed, device, in_memory)
+    batches = with_labels(make_batches(split, batch_size, False, seed, device, in_memory), split, model)
     columns: dict[str, list[torch.Tensor]] = {}
     likelihoods = [model.likelihood] if discrete is None else [model.likelihood, discrete]
     # A bar in a terminal; elsewhere (no bar is drawn there) lines in the log, with the time left.
     lines = None if console.is_terminal else ProgressLog(label, len(batches))
     with batch_progress(label, eta=True) as bar:
         task = bar.add_task(label, total=len(batches))
-        for images in batches:
+        for images in each_conditioned(model, batches):  # (a conditional model: the batch's labels set)
             x = prepare_batch(images, binarize, data_generator)
             mu, logvar = model.encode(x)
             est, *also = importance_weighted_bounds(
@@ -252,11 +269,132 @@ def estimate_split(
 def encode_split(model: VAE, split: Split, binarize: str, seed: int, batch_size: int = 256) -> torch.Tensor:
     """Every example's posterior mean code (mu(x) for the Gaussian), (N, latent_dim) float32 on the CPU.
     Binarised data is binarised once with its own stream (seed + 2), apart from the bounds' draws."""
+    return encode_posterior(model, split, binarize, seed, batch_size)[0]
+
+
+@torch.inference_mode()
+def encode_posterior(
+    model: VAE, split: Split, binarize: str, seed: int, batch_size: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every example's posterior mean code and the encoder's Gaussian's log-variance, each (N, latent_dim)
+    float32 on the CPU, from the same binarisation stream as `encode_split` (seed + 2)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     generator = torch.Generator(device=device).manual_seed(seed + 2)
-    batches = make_batches(split, batch_size, False, seed, device)
-    mu = [model.code(prepare_batch(images, binarize, generator)).float().cpu() for images in batches]
+    batches = with_labels(make_batches(split, batch_size, False, seed, device), split, model)
+    codes, logvars = [], []
+    for images in each_conditioned(model, batches):
+        x = prepare_batch(images, binarize, generator)
+        if is_vqvae(model):  # a point mass at z_q(x): its log-variance is -inf
+            code = model.code(x)
+            codes.append(code.float().cpu())
+            logvars.append(torch.full_like(code, -math.inf).float().cpu())
+            continue
+        mu, logvar = model.encode(x)
+        codes.append(model.posterior.mean((mu, logvar)).float().cpu())
+        logvars.append(logvar.float().cpu())
     model.train(was_training)
-    return torch.cat(mu) if mu else torch.empty(0, model.latent_dim)
+    if not codes:
+        return torch.empty(0, model.latent_dim), torch.empty(0, model.latent_dim)
+    return torch.cat(codes), torch.cat(logvars)
+
+
+@torch.inference_mode()
+def reconstruct_split(
+    model: VAE,
+    split: Split,
+    *,
+    binarize: str,
+    seed: int,
+    batch_size: int = 256,
+    in_memory: str = "auto",
+    label: str = "evaluate",
+) -> dict[str, torch.Tensor]:
+    """A deterministic autoencoder's numbers (objective=ae: no draw, no KL, no bound on log p(x)), per
+    example, on the CPU: recon = -log p(x|z = code(x)) (N,) float64, its training loss; recon_error (N,)
+    float64, sum over dimensions of (x - E[x|z = code(x)])^2; mu (N, latent_dim) float32, the codes.
+    Binarised data is binarised once, with the generator of `seed`, as `estimate_split` does."""
+    device = next(model.parameters()).device
+    data_generator = torch.Generator(device=device).manual_seed(seed)
+    batches = with_labels(make_batches(split, batch_size, False, seed, device, in_memory), split, model)
+    columns: dict[str, list[torch.Tensor]] = {"recon": [], "recon_error": [], "mu": []}
+    lines = None if console.is_terminal else ProgressLog(label, len(batches))
+    with batch_progress(label, eta=True) as bar:
+        task = bar.add_task(label, total=len(batches))
+        for images in each_conditioned(model, batches):
+            x = prepare_batch(images, binarize, data_generator)
+            code = model.code(x)
+            params = model.decode(code)
+            mean = model.likelihood.mean(params).float()
+            columns["recon"].append(model.likelihood.nll(params, x).double().cpu())
+            columns["recon_error"].append((x.float() - mean).pow(2).flatten(1).sum(1).double().cpu())
+            columns["mu"].append(code.float().cpu())
+            bar.advance(task)
+            if lines is not None:
+                lines.advance()
+    if not columns["mu"]:
+        empty = torch.empty(0, dtype=torch.float64)
+        return {"recon": empty, "recon_error": empty, "mu": torch.empty(0, model.latent_dim)}
+    return {name: torch.cat(values) for name, values in columns.items()}
+
+
+@torch.inference_mode()
+def code_bound_split(
+    model: VAE,
+    split: Split,
+    *,
+    binarize: str,
+    seed: int,
+    batch_size: int = 256,
+    in_memory: str = "auto",
+    recon_error: bool = False,
+    label: str = "evaluate",
+    discrete: Likelihood | None = None,
+) -> dict[str, torch.Tensor]:
+    """model=vqvae's per-example numbers, nats, on the CPU: its posterior q(z_q|x) = 1 is a point mass at
+    the nearest codes z_q(x), so
+
+        recon    = -log p(x|z_q)        kl = KL(q || p) = -log p(z_q), the code prior's (stage two)
+        neg_elbo = recon + kl  >=  -log p(x),   iwae_nll = neg_elbo (every draw is z_q: IWAE_k = ELBO)
+
+    (N,) float64 each; kl_per_dim (N, h * w) float64, -log p(z_i | z_<i) per grid position; mu (N, D * h *
+    w) float32, z_q; indices (N, h * w) long, the codes; recon_error, discrete_* as `estimate_split`'s.
+    Binarised data is binarised once, with the generator of `seed`."""
+    device = next(model.parameters()).device
+    data_generator = torch.Generator(device=device).manual_seed(seed)
+    batches = make_batches(split, batch_size, False, seed, device, in_memory)
+    columns: dict[str, list[torch.Tensor]] = {}
+    lines = None if console.is_terminal else ProgressLog(label, len(batches))
+    with batch_progress(label, eta=True) as bar:
+        task = bar.add_task(label, total=len(batches))
+        for images in batches:
+            x = prepare_batch(images, binarize, data_generator)
+            indices = model.indices(x)
+            z = model.lookup(indices)
+            params = model.decode(z)
+            recon = model.likelihood.nll(params, x).double()
+            per_position = -model.code_prior.log_prob_per_position(indices).double()
+            kl = per_position.sum(1)
+            batch = {
+                "recon": recon,
+                "kl": kl,
+                "neg_elbo": recon + kl,
+                "iwae_nll": recon + kl,
+                "kl_per_dim": per_position,
+                "mu": z.float(),
+                "indices": indices,
+            }
+            if discrete is not None:
+                discrete_recon = discrete.nll(params, x).double()
+                batch["discrete_recon"] = discrete_recon
+                batch["discrete_neg_elbo"] = batch["discrete_iwae_nll"] = discrete_recon + kl
+            if recon_error:
+                mean = model.likelihood.mean(params).float()
+                batch["recon_error"] = (x.float() - mean).pow(2).flatten(1).sum(1).double()
+            for name, values in batch.items():
+                columns.setdefault(name, []).append(values.cpu())
+            bar.advance(task)
+            if lines is not None:
+                lines.advance()
+    return {name: torch.cat(values) for name, values in columns.items()}

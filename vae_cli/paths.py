@@ -19,14 +19,16 @@ from vae_cli.errors import CheckpointError, ConfigError, DataError, VaeError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 #: `out=<path with one of these suffixes>` names the file to write, not a folder
-FILE_SUFFIXES = IMAGE_SUFFIXES | {".json", ".csv", ".npy", ".pt"}
+FILE_SUFFIXES = IMAGE_SUFFIXES | {".json", ".csv", ".npy", ".npz", ".pt"}
 #: the suffixes of each command's main output (`out=<file>` must have one of them): sample and reconstruct
-#: write an image grid (a CSV for tabular data), evaluate the metrics JSON, score the CSV of scores
+#: write an image grid (a CSV for tabular data), evaluate the metrics JSON, score the CSV of scores, embed
+#: the codes' NPZ
 OUTPUT_SUFFIXES: dict[str, frozenset[str]] = {
     "sample": IMAGE_SUFFIXES | {".csv"},
     "reconstruct": IMAGE_SUFFIXES | {".csv"},
     "evaluate": frozenset({".json"}),
     "score": frozenset({".csv"}),
+    "embed": frozenset({".npz"}),
 }
 #: what a folder that holds a run (a training run, a sweep or its job, another command's run) contains
 RUN_MARKERS = ("checkpoints", ".hydra", "metrics.json", "tensorboard", "multirun.yaml", "summary.csv")
@@ -36,6 +38,7 @@ OUT_SUGGESTION = {
     "reconstruct": "reconstructions",
     "evaluate": "evaluation",
     "score": "scores",
+    "embed": "latents",
 }
 
 #: folders this process created for a run (and the parents it created for them): removed again when the

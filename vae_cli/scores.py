@@ -79,6 +79,7 @@ class ScoreContext:
             label=label,
         )
         del result["mu"], result["kl_per_dim"]
+        result.pop("indices", None)  # model=vqvae's code grids
         if not self.iwae_k:
             del result["iwae_nll"]
         return result
@@ -237,7 +238,18 @@ def likelihood_ratio(context: ScoreContext) -> Columns:
     return {"score": -ratio, "likelihood_ratio": ratio, "background_nll": background}
 
 
-@register("latent", "nats of the code")
+def _needs_continuous_codes(trained: Any, cfg: Any) -> None:
+    from vae_cli.models.vqvae import is_vqvae
+
+    if is_vqvae(trained.model):
+        raise ConfigError(
+            "score=latent fits a Gaussian mixture to continuous codes, and model=vqvae's are grids of "
+            "codebook entries (their density is the code prior's, part of score=neg_elbo): use "
+            "score=neg_elbo"
+        )
+
+
+@register("latent", "nats of the code", _needs_continuous_codes)
 def latent(context: ScoreContext) -> Columns:
     """Minus the log density of the input's code under the training codes' distribution, -log g(mu(x)),
     in nats of the latent_dim-dimensional code: g is a Gaussian mixture (`components` Gaussians, full

@@ -47,7 +47,13 @@ def test_a_checkpoint_with_the_old_flat_config_sections_loads(tmp_path: Path) ->
     # what a run resuming from it compares: the same settings as today's config, once upgraded
     upgraded = upgrade_config({"model": model, "loss": loss, "dataset": dataset})
     assert upgraded["loss"] == {"name": "bernoulli"}
-    assert upgraded["model"] == {"name": "conv", "channels": [8, 16], "kernel_size": 4, "activation": "relu"}
+    assert upgraded["model"] == {
+        "name": "conv",
+        "channels": [8, 16],
+        "kernel_size": 4,
+        "activation": "relu",
+        "conditional": False,  # a key added since: the value its model was built with
+    }
     assert trained.model.sample(2).shape == (2, 1, 28, 28)
     for name, sections, phrase in [
         ("unknown.ckpt", {"model": {**model, "depth": 3}}, "its model config does not fit"),

@@ -31,7 +31,7 @@ from vae_cli.data import create_dataset, make_batches, prepare_batch
 from vae_cli.errors import ConfigError
 from vae_cli.likelihoods import create_likelihood
 from vae_cli.models import create_model
-from vae_cli.objectives import elbo_terms
+from vae_cli.objectives import OBJECTIVES
 
 DATASETS = list(OPTIONS["dataset"])
 
@@ -53,7 +53,7 @@ def hydra_config() -> Iterator:
 
 def test_config_groups_are_the_documented_ones() -> None:
     assert sorted(DATASETS) == ["celeba", "fashion_mnist", "image_folder", "mnist", "synthetic", "tensor"]
-    assert sorted(MODELS) == ["auto", "conv", "mlp", "resnet"]
+    assert sorted(MODELS) == ["auto", "conv", "ladder", "mlp", "resnet", "vqvae"]
     assert sorted(LOSSES) == ["auto", "bernoulli", "gaussian", "logistic"]
 
 
@@ -88,6 +88,9 @@ def test_every_combination_composes_and_builds(
         f"data_dir={data_dir}",
         "latent_dim=3",
     ]
+    if model == "vqvae":  # its code is model.code_dim vectors on a grid; a tiny codebook and code prior
+        overrides = [o for o in overrides if o != "latent_dim=3"]
+        overrides += ["model.codebook_size=8", "model.prior_width=8", "model.prior_heads=2"]
     if "download" in OPTIONS["dataset"][dataset].__dataclass_fields__:
         overrides += ["dataset.download=false"]
     if dataset == "synthetic":
@@ -116,7 +119,9 @@ def test_every_combination_composes_and_builds(
     model_ = create_model(cfg.model, data.shape, cfg.latent_dim, create_likelihood(cfg.loss))
     images = next(iter(make_batches(data.train, 4, True, 0, torch.device("cpu"), num_workers=0)))
     assert images.dtype == torch.uint8 and tuple(images.shape[1:]) == data.shape
-    terms = elbo_terms(model_, prepare_batch(images, data.binarize))
+    objective = OBJECTIVES.get(cfg.objective.name)  # elbo; vq for model=vqvae (resolve_auto picks it)
+    x = prepare_batch(images, data.binarize)
+    terms = objective(model_, x, OmegaConf.to_object(cfg.objective), cfg.beta)
     assert terms.recon.shape == (4,) and torch.isfinite(terms.loss(cfg.beta))
 
 
@@ -252,15 +257,17 @@ def test_the_group_option_defaults_are_the_documented_ones(hydra_config) -> None
         1000,
     )
     # model=auto and loss=auto (conv and bernoulli for images; tests/config/test_auto.py)
-    assert section([], "model") == {"name": "auto", "activation": None}
+    assert section([], "model") == {"name": "auto", "activation": None, "conditional": False}
     assert section([], "loss") == {"name": "auto"}
     assert section(["model=conv"], "model") == {
         "name": "conv",
         "activation": "leaky_relu",
+        "conditional": False,
         "channels": [32, 64, 128, 256],
         "kernel_size": 4,
     }
-    mlp = {"name": "mlp", "activation": "relu", "hidden_dims": None, "dropout": None}  # null: auto
+    # null: auto
+    mlp = {"name": "mlp", "activation": "relu", "conditional": False, "hidden_dims": None, "dropout": None}
     assert section(["model=mlp"], "model") == mlp
     assert section(["model=resnet"], "model")["channels"] == [32, 64]
     assert section(["loss=gaussian"], "loss")["variance"] is None

@@ -1,6 +1,8 @@
 """The posteriors (vae_cli/models/posteriors.py), each registered one: log q(z|x) of their draws against
 a direct computation (the flow's log-det against autograd's Jacobian), seeded draws, the mean code, and
-the closed-form KL of the Gaussian with the standard prior against torch.distributions and Monte Carlo."""
+the closed-form KL of the Gaussian with the standard prior against torch.distributions and Monte Carlo.
+posterior=categorical is built with K = D classes (one variable); its own maths (log q of one-hot draws,
+its KL, the relaxation) is tested in test_categorical.py."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ D, N = 3, 4
 
 def build(name: str) -> Posterior:
     torch.manual_seed(0)
-    small = {"iaf": {"steps": 3, "hidden": 8}}.get(name, {})
+    small = {"iaf": {"steps": 3, "hidden": 8}, "categorical": {"classes": D}}.get(name, {})
     posterior = POSTERIORS.get(name)(PosteriorConfig(name=name, **small), D)
     for p in posterior.parameters():  # away from the identity, so the flow's terms count
         torch.nn.init.normal_(p, std=0.5)
@@ -32,11 +34,15 @@ def params() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(N, D, generator=g), torch.randn(N, D, generator=g) * 0.5
 
 
+#: the posteriors of continuous codes, whose draws are transformed Gaussian draws
+CONTINUOUS = [name for name in POSTERIORS.names() if not build(name).discrete]
+
+
 def test_every_posterior_has_a_schema() -> None:
     assert POSTERIORS.names() == sorted(OPTIONS["posterior"])
 
 
-@pytest.mark.parametrize("name", POSTERIORS.names())
+@pytest.mark.parametrize("name", CONTINUOUS)
 def test_log_q_of_the_draws_is_the_change_of_variables(name: str) -> None:
     """log q(z) = log N(z0; mu, sigma^2) - log |det dz/dz0|, the determinant from autograd's Jacobian."""
     posterior, h = build(name), params()
@@ -77,11 +83,15 @@ def test_draws_are_seeded(name: str) -> None:
 
 @pytest.mark.parametrize("name", POSTERIORS.names())
 def test_the_mean_code(name: str) -> None:
-    """The Gaussian's mean is mu; a flow's is the image of mu (the draw at eps = 0)."""
+    """The Gaussian's mean is mu; a flow's is the image of mu (the draw at eps = 0); the categorical's,
+    the most likely class one-hot."""
     posterior, h = build(name), params()
     with torch.no_grad():
         mean = posterior.mean(h)
-        expected = posterior.flow(h[0], h)[0] if name != "gaussian" else h[0]
+        if posterior.discrete:
+            expected = torch.nn.functional.one_hot(h[0].argmax(-1), D).float()
+        else:
+            expected = posterior.flow(h[0], h)[0] if name != "gaussian" else h[0]
     assert mean.shape == (N, D)
     torch.testing.assert_close(mean, expected)
 

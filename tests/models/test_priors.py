@@ -1,5 +1,6 @@
 """The priors (vae_cli/models/priors.py), each registered one: log p(z) against torch.distributions,
-sample shapes, seeded draws, and samples that follow the prior's own distribution."""
+sample shapes, seeded draws, and samples that follow the prior's own distribution. prior=uniform is built
+paired with posterior=categorical of K = D classes (one variable), as create_model pairs them."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import math
 import pytest
 import torch
 from torch import nn
-from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
+from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal, OneHotCategorical
 
-from vae_cli.config import OPTIONS, PriorConfig
-from vae_cli.models import PRIORS, Prior
+from vae_cli.config import OPTIONS, PosteriorConfig, PriorConfig
+from vae_cli.models import POSTERIORS, PRIORS, Prior
 
 D, SHAPE = 3, (1, 4, 4)
 
@@ -20,11 +21,24 @@ def build(name: str) -> Prior:
     torch.manual_seed(0)
     encoder = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(SHAPE), 2 * D))
     small = {"mog": {"components": 4}, "vamp": {"pseudo_inputs": 5}}.get(name, {})
-    return PRIORS.get(name)(PriorConfig(name=name, **small), D, SHAPE, encoder)
+    prior = PRIORS.get(name)(PriorConfig(name=name, **small), D, SHAPE, encoder)
+    if prior.categorical:  # told its K by the posterior it serves
+        prior = POSTERIORS.get("categorical")(PosteriorConfig(name="categorical", classes=D), D).pair(prior)
+    return prior
+
+
+def codes(prior: Prior, shape: tuple[int, ...]) -> torch.Tensor:
+    """Codes to score, (*shape, D): spread-out values, or one-hot codes for a prior of one-hot codes."""
+    g = torch.Generator().manual_seed(7)
+    if prior.categorical:
+        return torch.eye(D)[torch.randint(D, shape, generator=g)]
+    return torch.randn(*shape, D, generator=g) * 2
 
 
 def reference(prior: Prior) -> torch.distributions.Distribution:
     """The same prior as a torch.distributions object."""
+    if prior.categorical:  # one variable of K = D classes
+        return OneHotCategorical(probs=torch.full((D,), 1 / D))
     if prior.standard:
         return Independent(Normal(torch.zeros(D), torch.ones(D)), 1)
     if hasattr(prior, "components"):  # vamp: the encoder's Gaussians of the pseudo-inputs, equal weights
@@ -47,7 +61,7 @@ def test_log_prob_matches_torch_distributions(name: str) -> None:
         with torch.no_grad():
             prior.logits.copy_(torch.tensor([0.5, -1.0, 0.0, 2.0]))
             prior.logvars.copy_(torch.randn(4, D))
-    z = torch.randn(2, 7, D) * 2
+    z = codes(prior, (2, 7))
     with torch.no_grad():
         torch.testing.assert_close(prior.log_prob(z), reference(prior).log_prob(z))
 

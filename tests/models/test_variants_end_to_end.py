@@ -15,6 +15,9 @@ from tests.helpers.cli import fork_vae, ok, one_error, only_run_dir, vae, vae_al
 from tests.helpers.data import TINY_SYNTHETIC
 from vae_cli.checkpoint import load_checkpoint
 
+# posterior=categorical with prior=uniform is not among them: the checks below are those of Gaussian codes
+# (the encoder's Gaussian KL per dimension, N(0, 1) traversals); tests/models/test_categorical.py runs
+# the same commands for it with the checks of one-hot codes
 VARIANTS = {
     "mog": ["prior=mog", "prior.components=3"],
     "vamp": ["prior=vamp", "prior.pseudo_inputs=6"],
@@ -26,14 +29,31 @@ VARIANTS = {
         "objective=iwae",
         "objective.k=3",
     ],
+    "ladder": ["model=ladder", "model.form=conv", "model.layers=[3]", "model.hidden_dims=[16,8]"],
+    "ladder_vamp_iaf": [
+        "model=ladder",
+        "model.layers=[3]",
+        "model.hidden_dims=[16,8]",
+        "prior=vamp",
+        "prior.pseudo_inputs=6",
+        "posterior=iaf",
+        "posterior.hidden=16",
+    ],
 }
+
+
+def _options(name: str) -> list[str]:
+    """The tiny run's options with the variant's; a variant that names a model replaces the conv."""
+    base = [*TINY_SYNTHETIC, "train.epochs=1", "train.image_every=1"]
+    if any(o.startswith("model=") for o in VARIANTS[name]):
+        base = [o for o in base if o != "model=conv"]
+    return [*base, *VARIANTS[name]]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("variants")
-    base = [*TINY_SYNTHETIC, "train.epochs=1", "train.image_every=1"]
-    runs = vae_all({name: ["train", *base, *options] for name, options in VARIANTS.items()}, root)
+    runs = vae_all({name: ["train", *_options(name)] for name in VARIANTS}, root)
     for name in VARIANTS:
         ok(runs, name)
     return {name: only_run_dir(root / name) for name in VARIANTS}
@@ -64,7 +84,8 @@ def test_each_variant_trains_samples_evaluates_and_reconstructs(trained, name: s
     )
     assert math.isfinite(m["iwae_nll"]) and m["iwae_nll"] <= m["neg_elbo"] + 1e-6
     assert m["neg_elbo"] == pytest.approx(m["recon"] + m["kl"])  # kl estimated on the same draws
-    assert "does not sum to kl" in m["kl_per_dim_means"] and len(m["kl_per_dim"]) == 4
+    assert "does not sum to kl" in m["kl_per_dim_means"]
+    assert len(m["kl_per_dim"]) == m["latent_dim"] == (4 + 3 if "ladder" in name else 4)
 
 
 def test_load_model_rebuilds_the_variant_and_samples_from_its_prior(trained) -> None:
@@ -77,6 +98,15 @@ def test_load_model_rebuilds_the_variant_and_samples_from_its_prior(trained) -> 
     mean, logvar = model.prior.components()
     torch.testing.assert_close(z.mean(0), mean.mean(0), atol=0.1, rtol=0.1)  # the mixture's, not N(0, I)'s
     assert model.sample(3, generator=generator).shape == (3, 1, 16, 16)
+
+
+def test_load_model_rebuilds_a_ladder_with_its_top_prior_and_posterior(trained) -> None:
+    from vae_cli import load_model
+
+    model = load_model(trained["ladder_vamp_iaf"], "cpu")
+    assert (type(model.prior).__name__, type(model.prior.top).__name__) == ("LadderPrior", "VampPrior")
+    assert type(model.posterior.top).__name__ == "IafPosterior" and model.latent_dim == 7
+    assert model.sample(3, generator=torch.Generator().manual_seed(0)).shape == (3, 1, 16, 16)
 
 
 def test_a_variant_resumes_exactly(tmp_path: Path) -> None:
@@ -108,3 +138,10 @@ def test_impossible_values_stop_with_one_line(override: str, tmp_path: Path) -> 
     result = fork_vae(["train", *TINY_SYNTHETIC, *override.split()], tmp_path)
     key = override.split()[1].split("=")[0]
     assert f"{key}=0 is invalid: must be at least 1" in one_error(result.returncode, result.stderr)
+
+
+def test_a_one_layer_ladder_stops_with_one_line(tmp_path: Path) -> None:
+    options = [o for o in TINY_SYNTHETIC if o != "model=conv"]
+    result = fork_vae(["train", *options, "model=ladder", "model.layers=[]"], tmp_path)
+    message = one_error(result.returncode, result.stderr)
+    assert "model.layers=[] is invalid" in message and "two or more stochastic layers" in message

@@ -36,3 +36,14 @@ def test_the_summary_of_an_unfinished_sweep_is_rebuilt_from_its_folders(tmp_path
     back = read_summary(path)
     assert back[0]["test_loss"] == 91.0 and back[0]["active_units"] == 5 and back[1]["test_loss"] == ""
     assert not list(tmp_path.glob(".summary.*.tmp"))  # written through a temporary file, then renamed
+
+
+def test_mig_and_dci_get_a_column_each_when_the_data_has_factors(tmp_path: Path) -> None:
+    from vae_cli.sweep.summary import summary_table
+
+    test = {"loss": 91.0, "recon": 80.0, "kl": 11.0, "mig": 0.125, "dci_disentanglement": 0.375}
+    _fake_job(tmp_path, 0, 1.0, {"val": {"loss": 90.0}, "test": test})
+    (row,) = collect(tmp_path)
+    assert (row["mig"], row["dci"]) == (0.125, 0.375)
+    columns = {c.header: list(c.cells) for c in summary_table([row], "sweep").columns}
+    assert columns["MIG"] == ["0.125"] and columns["DCI"] == ["0.375"]

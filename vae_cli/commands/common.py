@@ -1,4 +1,4 @@
-"""What the checkpoint commands (sample, reconstruct, evaluate, score) share: open the run, pick the
+"""What the checkpoint commands (sample, reconstruct, evaluate, embed, score) share: open the run, pick the
 output folder, rebuild the training data, pick a split."""
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from vae_cli.data.loaders import corrupt
 from vae_cli.data.readers import read_images
 from vae_cli.errors import DataError
 from vae_cli.models import VAE
+from vae_cli.models.conditional import check_labels, classes_of, conditioned, input_labels
 from vae_cli.paths import Output
 from vae_cli.pictures import grid_picture, save_picture, shown_and_input
 from vae_cli.tabular import feature_names, in_data_units, is_vectors, write_vectors
@@ -63,6 +64,8 @@ def reconstruct(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             found.images,
             [str(Path(name).with_suffix("")).replace("/", "_") for name in found.names],
         )
+        # a conditional model: each image's class, from sub-folders named by class
+        labels, _ = input_labels(found.labels, found.label_names, classes_of(model), f"input={path}")
         # Binarised training data (static or dynamic) means binary inputs: draw them like dynamic does.
         binarize = "dynamic" if binarize in ("static", "dynamic") else binarize
         source = str(cfg.input)
@@ -72,6 +75,10 @@ def reconstruct(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         images = first_images(split, cfg.n)
         rows = list(split.names or [])[: len(images)]
         source = f"{data.name} {cfg.split}"
+        labels = None if split.labels is None else split.labels[: len(images)]
+    # a conditional model: labelled examples of its classes (else one line)
+    check_labels(model, labels, f"input={cfg.input}" if cfg.input else source)
+    labels = None if classes_of(model) is None else labels.to(trained.device)
     # What is shown as the original: the real image (grey, never binarised); what the model is given:
     # binarised (with `seed`) when it was trained on binarised data, as score's extremes.png and
     # TensorBoard's val/reconstructions show them.
@@ -81,7 +88,7 @@ def reconstruct(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         trained_noise = OmegaConf.select(trained.config, "train.denoise", default="none")
         noise = cfg.noise or (trained_noise if trained_noise in ("gaussian", "mask") else "gaussian")
         noisy = corrupt(x, noise, cfg.noise_level, generator, clamp=not vectors)
-    recon = reconstruct_images(model, x if noisy is None else noisy)
+    recon = reconstruct_images(model, x if noisy is None else noisy, labels)
 
     def host(t: torch.Tensor) -> torch.Tensor:  # pictures are clamped to [0, 1]; vectors stay as they are
         return t.float().cpu() if vectors else t.float().clamp(0, 1).cpu()
@@ -170,6 +177,10 @@ def stack_rows(parts: list[torch.Tensor], ncol: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reconstruct_images(model: VAE, x: torch.Tensor) -> torch.Tensor:
-    """model.reconstruct (z = mu, shown as E[x|z]) in batches."""
-    return torch.cat([model.reconstruct(x[i : i + BATCH]) for i in range(0, len(x), BATCH)])
+def reconstruct_images(model: VAE, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """model.reconstruct (z = mu, shown as E[x|z]) in batches; `labels`: a conditional model's."""
+    parts = []
+    for i in range(0, len(x), BATCH):
+        with conditioned(model, None if labels is None else labels[i : i + BATCH]):
+            parts.append(model.reconstruct(x[i : i + BATCH]))
+    return torch.cat(parts)

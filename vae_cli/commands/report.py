@@ -5,7 +5,7 @@
 rebuilds `summary.csv` from the job folders (so it works on a sweep that is still running or was
 interrupted: it reports what has finished), prints the table, and writes into `<sweep>/report/`:
 
-    by_beta.png        final test loss, -ELBO, reconstruction, KL, active units (and MIG) against β,
+    by_beta.png        final test loss, -ELBO, reconstruction, KL, active units (and MIG, DCI) against β,
                        one line per latent_dim
     by_latent_dim.png  the same against latent_dim, one line per β
     by_<key>.png       the same against any other swept numeric key (by_train_lr.png for
@@ -42,6 +42,7 @@ PANELS = {
     "test_kl": "KL",
     "active_units": "active units",
     "mig": "MIG (disentanglement)",
+    "dci": "DCI disentanglement",
 }
 
 

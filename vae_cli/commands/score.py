@@ -48,6 +48,7 @@ from vae_cli.data.tensor import in_unit_range, standardize
 from vae_cli.errors import ConfigError, DataError
 from vae_cli.io import write_json
 from vae_cli.metrics import average_precision, roc_auc
+from vae_cli.models.conditional import check_labels, classes_of, conditioned, input_labels
 from vae_cli.pictures import labelled_picture, save_picture, shown_and_input, stack_pictures
 from vae_cli.scores import SCORES, Score, ScoreContext
 
@@ -162,6 +163,8 @@ def load_inputs(trained: Trained, cfg: DictConfig) -> Inputs:
         raise DataError(f"input={cfg.input} holds no examples")
     if cfg.max_examples and cfg.max_examples < len(inputs.split):
         inputs.split = inputs.split.subset(torch.arange(cfg.max_examples))
+    # a conditional model scores each input given its class: labelled inputs of its classes, else one line
+    check_labels(trained.model, inputs.labels, f"input={cfg.input}")
     return inputs
 
 
@@ -201,11 +204,13 @@ def image_inputs(trained: Trained, path: Path) -> Inputs:
     if shape[0] not in (1, 3):
         raise DataError(f"the model's inputs have {shape[0]} channels: images (grey or RGB) do not fit it")
     found = read_images(path, shape, what=f"input={path}")
+    # a conditional model: the sub-folders' classes in its numbering (matched by name)
+    labels, label_names = input_labels(found.labels, found.label_names, classes_of(trained.model), str(path))
     return Inputs(
-        ImageSplit(found.images, found.labels, None, found.names),
+        ImageSplit(found.images, labels, None, found.names),
         str(path),
         _binarized(trained.dataset.binarize),
-        found.label_names,
+        label_names,
     )
 
 
@@ -219,6 +224,8 @@ def tensor_inputs(trained: Trained, path: Path, label_column: str | None) -> Inp
     if path.suffix.lower() == ".csv":
         x = match_columns(trained, path, x, label_column)
     check_shape(path, tuple(x.shape[1:]), tuple(trained.model.image_shape))
+    # a conditional model: the label column's classes in its numbering (named ones matched by name)
+    labels, label_names = input_labels(labels, label_names, classes_of(trained.model), str(path))
     if trained.dataset.get("standardize", False):  # only dataset=tensor has the key
         stats = trained.data_stats
         if stats is None:  # an older checkpoint: the statistics are those of its rebuilt training split
@@ -456,7 +463,9 @@ def extremes_grid(
     images = inputs.split.take(picked)
     generator = torch.Generator(device=device).manual_seed(seed)
     x, model_input = shown_and_input(images.to(device), inputs.binarize, generator)
-    recon = trained.model.reconstruct(model_input)
+    labels = inputs.labels[picked].to(device) if classes_of(trained.model) is not None else None
+    with conditioned(trained.model, labels):  # a conditional model: each input's own class
+        recon = trained.model.reconstruct(model_input)
     x, recon = x.float().clamp(0, 1).cpu(), recon.float().clamp(0, 1).cpu()
     rows = [x[:n], recon[:n], x[n:], recon[n:]]
     return torch.cat(rows), n

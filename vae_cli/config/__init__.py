@@ -17,11 +17,13 @@ from omegaconf import OmegaConf
 from vae_cli.config.commands import (
     COMMAND_SCHEMAS,
     SPLITS,
+    EmbedAppConfig,
     EvaluateAppConfig,
     FromCheckpointConfig,
     ReconstructAppConfig,
     SampleAppConfig,
     ScoreAppConfig,
+    validate_embed_config,
     validate_evaluate_config,
     validate_reconstruct_config,
     validate_sample_config,
@@ -39,10 +41,21 @@ from vae_cli.config.data import (
 )
 from vae_cli.config.fields import OPTIONS, check_node, key
 from vae_cli.config.likelihoods import BernoulliConfig, GaussianConfig, LossConfig
-from vae_cli.config.models import ConvConfig, MlpConfig, ModelConfig, ResnetConfig
+from vae_cli.config.models import ConvConfig, LadderConfig, MlpConfig, ModelConfig, ResnetConfig
 from vae_cli.config.objectives import ElboConfig, IwaeConfig, ObjectiveConfig
-from vae_cli.config.posteriors import GaussianPosteriorConfig, IafPosteriorConfig, PosteriorConfig
-from vae_cli.config.priors import MogPriorConfig, PriorConfig, StandardPriorConfig, VampPriorConfig
+from vae_cli.config.posteriors import (
+    CategoricalPosteriorConfig,
+    GaussianPosteriorConfig,
+    IafPosteriorConfig,
+    PosteriorConfig,
+)
+from vae_cli.config.priors import (
+    MogPriorConfig,
+    PriorConfig,
+    StandardPriorConfig,
+    UniformPriorConfig,
+    VampPriorConfig,
+)
 from vae_cli.config.train import TrainAppConfig, TrainConfig, validate_denoise, validate_train_config
 
 #: the config groups whose options are schemas (the others, experiment/launcher/hparams_search, are YAML)
@@ -78,10 +91,12 @@ __all__ = [
     "OPTIONS",
     "SPLITS",
     "BernoulliConfig",
+    "CategoricalPosteriorConfig",
     "CelebaConfig",
     "ConvConfig",
     "DatasetConfig",
     "ElboConfig",
+    "EmbedAppConfig",
     "EvaluateAppConfig",
     "FashionMnistConfig",
     "FromCheckpointConfig",
@@ -91,6 +106,7 @@ __all__ = [
     "IafPosteriorConfig",
     "IwaeConfig",
     "LossConfig",
+    "LadderConfig",
     "MlpConfig",
     "MnistConfig",
     "MogPriorConfig",
@@ -107,11 +123,13 @@ __all__ = [
     "TensorConfig",
     "TrainAppConfig",
     "TrainConfig",
+    "UniformPriorConfig",
     "VampPriorConfig",
     "check_node",
     "key",
     "register_configs",
     "validate_denoise",
+    "validate_embed_config",
     "validate_evaluate_config",
     "validate_own_data",
     "validate_reconstruct_config",

@@ -24,6 +24,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vae_cli.config.fields import OPTIONS
+from vae_cli.config.posteriors import entries_per_variable
 from vae_cli.errors import ConfigError
 
 log = logging.getLogger("vae")
@@ -35,7 +36,10 @@ AUTO_KEYS: dict[str, tuple[str, str]] = {
     "model": ("conv", "mlp"),
     "model.hidden_dims": ("[512, 256]", "[h, h/2], h = 2D rounded up to a power of 2, in [32, 256]"),
     "model.dropout": ("0", "0.1"),
-    "latent_dim": ("16", "D/4 rounded up, in [1, 16]"),
+    "latent_dim": (
+        "16 (times posterior.classes with posterior=categorical: 16 variables; model=vqvae: model.code_dim)",
+        "D/4 rounded up, in [1, 16] (times posterior.classes with posterior=categorical)",
+    ),
     "loss": ("bernoulli (gaussian for values outside [0, 1])", "gaussian"),
     "loss.variance": ("global", "pixel (each feature's sigma predicted by the decoder)"),
     "loss.sigma": ("0.1", "1 (standardised units)"),
@@ -43,6 +47,11 @@ AUTO_KEYS: dict[str, tuple[str, str]] = {
     "train.trim": ("0", "0.2"),
     "train.epochs": ("10", "enough for about 2000 steps, in [10, 500]"),
     "train.early_stop_patience": ("0", "20 (with a validation split)"),
+    "objective.dataset_size": ("the training split's size (objective=btcvae)", "the same"),
+    "objective.capacity_steps": (
+        "the whole run: train.epochs x steps per epoch (objective=capacity)",
+        "the same",
+    ),
 }
 
 IMAGE_EPOCHS = 10
@@ -120,7 +129,13 @@ def resolve_auto(cfg: DictConfig, data: Any) -> dict[str, Any]:
         if cfg.model.name == "mlp":
             put(cfg.model, "hidden_dims", hidden_dims_default(shape), "model.hidden_dims")
             put(cfg.model, "dropout", TABLE_DROPOUT if vectors else 0.0, "model.dropout")
-        put(cfg, "latent_dim", latent_dim_default(shape), "latent_dim")
+        if cfg.model.name == "vqvae":  # its own objective; latent_dim is each code vector's size, D
+            if cfg.objective.name == "elbo":
+                cfg.objective = _option("objective", "vq", cfg.objective)
+                chosen["objective"] = "vq"
+            put(cfg, "latent_dim", cfg.model.code_dim, "latent_dim")
+        # (the default counts latent variables: posterior=categorical's take K code values each)
+        put(cfg, "latent_dim", latent_dim_default(shape) * entries_per_variable(cfg.posterior), "latent_dim")
         if cfg.loss.name == "gaussian":
             put(cfg.loss, "variance", "pixel" if vectors else "global", "loss.variance")
             put(cfg.loss, "sigma", 1.0 if vectors else 0.1, "loss.sigma")
@@ -134,6 +149,12 @@ def resolve_auto(cfg: DictConfig, data: Any) -> dict[str, Any]:
             TABLE_PATIENCE if vectors and num_val else 0,
             "train.early_stop_patience",
         )
+        # the objectives' own: beta-TCVAE weighs the batch by the dataset's size; the capacity anneals
+        # over the whole run, counted for one process (several share an epoch's batches: C then ends
+        # short of objective.capacity, unless objective.capacity_steps is set)
+        put(cfg.objective, "dataset_size", num_train, "objective.dataset_size")
+        steps = tc.epochs * math.ceil(num_train / tc.batch_size)
+        put(cfg.objective, "capacity_steps", steps, "objective.capacity_steps")
     if not num_val and (tc.early_stop_patience or tc.scheduler == "plateau"):
         key = "train.early_stop_patience" if tc.early_stop_patience else "train.scheduler=plateau"
         raise ConfigError(

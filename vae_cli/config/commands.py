@@ -1,5 +1,5 @@
-"""The schemas of `vae sample`, `vae reconstruct`, `vae evaluate` and `vae score`: everything else (the
-model, the data, the likelihood) comes from the checkpoint."""
+"""The schemas of `vae sample`, `vae reconstruct`, `vae evaluate`, `vae embed` and `vae score`: everything
+else (the model, the data, the likelihood) comes from the checkpoint."""
 
 from __future__ import annotations
 
@@ -31,6 +31,20 @@ def _is_labels(value: Any) -> bool:
 
 
 LABELS = (_is_labels, "must be a label or a list of labels, e.g. 9 or [7,9] or cats")
+#: images per side of `vae sample mode=manifold`'s grid: 256^2 = 65,536 decodes, more than a picture shows
+MANIFOLD_STEPS_MAX = 256
+
+
+def _is_dims(value: Any) -> bool:
+    """traverse's N >= 0, or manifold's list of dimension indices."""
+    values = list(value) if isinstance(value, ListConfig | list) else [value]
+    return all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values)
+
+
+DIMS = (
+    _is_dims,
+    "must be a count N >= 0 (mode=traverse) or two latent dimensions [i,j] (mode=manifold), e.g. dims=[0,1]",
+)
 #: the scores of `vae score score=<name>`, registered in vae_cli/scores.py (a test checks they agree)
 SCORE_NAMES = ("neg_elbo", "iwae", "recon_error", "complexity", "likelihood_ratio", "latent")
 
@@ -74,14 +88,28 @@ class SampleAppConfig(FromCheckpointConfig):
     log_to_run: bool = key(False, "also log the grid to the training run's TensorBoard")
     mode: str = key(
         "mean",
-        "mean: prior samples shown as E[x|z] | draw: x ~ p(x|z) | traverse | interpolate",
-        choices=("mean", "draw", "traverse", "interpolate"),
+        "mean: prior samples shown as E[x|z] | draw: x ~ p(x|z) | traverse | interpolate | manifold: a 2-D "
+        "latent space (or two dims=[i,j]) decoded on a grid over the prior's quantiles | classes (a "
+        "conditional model): one row per class, nrow columns, the same codes z down each column",
+        choices=("mean", "draw", "traverse", "interpolate", "manifold", "classes"),
+    )
+    label: Any = key(
+        None,
+        "a conditional model (model.conditional=true): the class decoded, its number or its name, e.g. "
+        "label=3 or label=trouser; null: mean/draw take the classes in turn, traverse/interpolate each "
+        "encoded image's own, manifold the first class",
+        check=(
+            lambda v: v is None or (isinstance(v, int | str) and not isinstance(v, bool)),
+            "must be one label, a number or a name, e.g. label=3",
+        ),
     )
     sampler: str = key(
         "prior",
-        "mean/draw: where the codes come from: prior (z ~ p(z)) | gmm (a Gaussian mixture fitted to the "
-        "training split's posterior means, kept in the run folder as code_mixture-<components>.pt)",
-        choices=("prior", "gmm"),
+        "mean/draw/manifold: where the codes come from: prior (z ~ p(z); for objective=ae, which has none, the "
+        "gaussian sampler) | gmm (a Gaussian mixture fitted to the training split's posterior means, kept "
+        "in the run folder as code_mixture-<components>.pt) | gaussian (one diagonal Gaussian fitted to "
+        "them, kept as code_gaussian.pt)",
+        choices=("prior", "gmm", "gaussian"),
     )
     components: int = key(
         10,
@@ -101,7 +129,8 @@ class SampleAppConfig(FromCheckpointConfig):
     temperature: float = key(
         1.0,
         "mean/draw: scales the prior's spread: z ~ N(0, temperature^2 I) for prior=standard, each "
-        "component's Gaussian for a mixture (and sampler=gmm's)",
+        "component's Gaussian for a mixture (and sampler=gmm's); model=vqvae: divides the code prior's "
+        "logits",
         gt=0,
     )
     save_tensor: bool = key(False, "also write the images as a tensor (<name>.pt)")
@@ -114,17 +143,23 @@ class SampleAppConfig(FromCheckpointConfig):
             "must be two finite numbers [low,high] with low < high, e.g. range=[-3,3]",
         ),
     )
-    steps: int = key(11, "traverse/interpolate: images per row", min=2)
+    steps: int = key(
+        11,
+        "traverse/interpolate: images per row | manifold: images per side (quantiles (k + 1/2) / steps)",
+        min=2,
+        lt=MANIFOLD_STEPS_MAX + 1,
+        rule=f"must be in [2, {MANIFOLD_STEPS_MAX}]",
+    )
     base: str = key(
         "zero",
         "traverse: the code the sweep starts from: zero | image (the first `split` image, encoded)",
         choices=("zero", "image"),
     )
-    dims: int = key(
+    dims: Any = key(
         0,
-        "traverse: rows for the N dimensions of highest average KL",
-        min=0,
-        rule="must be >= 0 (0 shows every dimension)",
+        "traverse: rows for the N dimensions of highest average KL (0: every one) | manifold: the two "
+        "latent dimensions [i,j] to sweep, the others at the prior's mean (0: a 2-D latent space's own)",
+        check=DIMS,
     )
     show_inactive: bool = key(
         False,
@@ -182,6 +217,39 @@ class EvaluateAppConfig(FromCheckpointConfig):
     )
     probe: bool = key(True, "a logistic-regression probe on mu, when the dataset has labels")
     probe_train_size: int = key(20000, "at most this many training examples fit the probe", min=1)
+    pca: bool = key(
+        True,
+        "the PCA baseline: PCA with latent_dim components fitted on the train split, its squared "
+        "reconstruction error on this split beside the model's recon_error (skipped when latent_dim exceeds "
+        "the data's dimensions or the training examples)",
+    )
+    pca_train_size: int = key(
+        10000, "at most this many training examples fit the PCA (a seeded random subset)", min=1
+    )
+
+
+@dataclass
+class EmbedAppConfig(FromCheckpointConfig):
+    seed: int = seed_key(0, "seeds the examples picked, the projection (tsne) and the binarisation draw")
+    log_to_run: bool = key(False, "also log scatter.png to the training run's TensorBoard")
+    split: str = key("test", "the split whose examples are encoded", choices=SPLITS)
+    n: int = key(
+        5000,
+        "at most this many examples, a seeded random subset of the split kept in its order (t-SNE's time "
+        "grows with it)",
+        min=0,
+        rule="must be >= 0 (0: the whole split)",
+    )
+    method: str = key(
+        "pca",
+        "the 2-D projection of scatter.png when latent_dim > 2: pca (scikit-learn's PCA of the codes) | "
+        "tsne (scikit-learn's t-SNE: slow, about 35 s for 2,000 examples on 2 CPU cores)",
+        choices=("pca", "tsne"),
+    )
+    perplexity: float = key(
+        30.0, "tsne: the perplexity, about the neighbours each point keeps (below the examples)", gt=0
+    )
+    batch_size: int = key(256, "examples encoded at a time", min=1)
 
 
 @dataclass
@@ -257,6 +325,28 @@ def _validate_from_checkpoint(cfg: DictConfig, command: str, schema: type) -> No
 
 def validate_sample_config(cfg: DictConfig) -> None:
     _validate_from_checkpoint(cfg, "sample", SampleAppConfig)
+    if cfg.mode == "classes" and cfg.label is not None:
+        raise ConfigError(
+            f"label={cfg.label} picks one class, and mode=classes draws a row of each: drop label, or use "
+            f"mode=mean label={cfg.label}"
+        )
+    dims = cfg.dims
+    chosen = list(dims) if isinstance(dims, ListConfig | list) else None
+    shown = f"[{','.join(map(str, chosen))}]" if chosen is not None else ""
+    if cfg.mode == "manifold" and chosen is None and dims != 0:
+        raise ConfigError(
+            f"dims={dims}: mode=manifold sweeps two latent dimensions: name them, e.g. dims=[0,1] (or leave "
+            f"dims out for a 2-D latent space)"
+        )
+    if cfg.mode == "manifold" and chosen is not None and (len(chosen) != 2 or chosen[0] == chosen[1]):
+        raise ConfigError(
+            f"dims={shown}: mode=manifold sweeps two different latent dimensions: pass two, e.g. dims=[0,1]"
+        )
+    if cfg.mode != "manifold" and chosen is not None:
+        raise ConfigError(
+            f"dims={shown}: a list of dimensions is for mode=manifold; mode={cfg.mode} takes dims=N "
+            f"(mode=traverse: the N dimensions of highest KL; 0: all)"
+        )
 
 
 def validate_reconstruct_config(cfg: DictConfig) -> None:
@@ -267,6 +357,10 @@ def validate_reconstruct_config(cfg: DictConfig) -> None:
 
 def validate_evaluate_config(cfg: DictConfig) -> None:
     _validate_from_checkpoint(cfg, "evaluate", EvaluateAppConfig)
+
+
+def validate_embed_config(cfg: DictConfig) -> None:
+    _validate_from_checkpoint(cfg, "embed", EmbedAppConfig)
 
 
 def validate_score_config(cfg: DictConfig) -> None:
@@ -282,5 +376,6 @@ COMMAND_SCHEMAS: dict[str, tuple[type, str]] = {
     "sample": (SampleAppConfig, "sample_schema"),
     "reconstruct": (ReconstructAppConfig, "reconstruct_schema"),
     "evaluate": (EvaluateAppConfig, "evaluate_schema"),
+    "embed": (EmbedAppConfig, "embed_schema"),
     "score": (ScoreAppConfig, "score_schema"),
 }

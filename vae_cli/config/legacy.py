@@ -53,6 +53,13 @@ ADDED_KEYS: dict[tuple[str, str], dict[str, Any]] = {
 }
 
 
+#: group -> keys added since to every option of the group (their common schema), with the value that
+#: rebuilds the models saved before them
+ADDED_TO_GROUP: dict[str, dict[str, Any]] = {
+    "model": {"conditional": False},  # model.conditional: before it, no model saw labels
+}
+
+
 #: group -> the section that checkpoints written before the group existed were trained with
 ADDED_GROUPS: dict[str, dict[str, Any]] = {
     "prior": {"name": "standard"},  # N(0, I), before the prior was pluggable
@@ -75,7 +82,8 @@ def current_keys(group: str, section: dict[str, Any]) -> dict[str, Any]:
     schema = option_schema(group, section)
     fields = set(schema.__dataclass_fields__)
     kept = {k: v for k, v in section.items() if k in fields or k not in FLAT_KEYS[group]}
-    return {**ADDED_KEYS.get((group, section.get("name")), {}), **kept}
+    added = {k: v for k, v in ADDED_TO_GROUP.get(group, {}).items() if k in fields}
+    return {**added, **ADDED_KEYS.get((group, section.get("name")), {}), **kept}
 
 
 def saved_section(group: str, section: dict[str, Any]) -> DictConfig:

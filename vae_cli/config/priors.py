@@ -47,3 +47,13 @@ class VampPriorConfig(PriorConfig):
     pseudo_inputs: int = key(
         100, "the learned pseudo-inputs, one mixture component each (the paper: 500)", min=1
     )
+
+
+@option("prior", "uniform")
+@dataclass
+class UniformPriorConfig(PriorConfig):
+    """The uniform categorical prior of posterior=categorical: each of its latent_dim / posterior.classes
+    variables uniform over the classes, log p(z) = -N log K for every one-hot code; no parameters, the KL
+    in closed form. It takes posterior=categorical only."""
+
+    name: str = key("uniform", NAME)

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from omegaconf import MISSING, DictConfig
 
 from vae_cli.config.data import DatasetConfig, seed_key, validate_own_data
-from vae_cli.config.fields import check, check_node, choice, key
+from vae_cli.config.fields import OPTIONS, check, check_node, choice, key
 from vae_cli.config.likelihoods import LossConfig
 from vae_cli.config.models import ModelConfig
-from vae_cli.config.objectives import ObjectiveConfig
-from vae_cli.config.posteriors import PosteriorConfig
+from vae_cli.config.objectives import ObjectiveConfig, validate_objective
+from vae_cli.config.posteriors import PosteriorConfig, validate_posterior
 from vae_cli.config.priors import PriorConfig
 from vae_cli.errors import ConfigError
 
@@ -135,7 +135,8 @@ class TrainAppConfig:
     latent_dim: int | None = key(
         None,
         "dimensions of the latent code z; null (auto): 16 for images, below the number of features for "
-        "vectors (D/4 rounded up, at most 16)",
+        "vectors (D/4 rounded up, at most 16); with posterior=categorical, that many variables of "
+        "posterior.classes one-hot values each",
         min=1,
         rule="must be at least 1, or null for automatic",
     )
@@ -152,10 +153,38 @@ def validate_train_config(cfg: DictConfig) -> None:
     check_node(cfg, "", TrainAppConfig)
     validate_own_data(cfg.dataset)
     validate_denoise(cfg.train.denoise, cfg.train.noise_level, "train.")
+    validate_model(cfg)  # an architecture's own combinations first (model=vqvae: no prior, no posterior)
+    validate_posterior(cfg)  # before the objective's: it says which objective a posterior trains with
+    validate_objective(cfg)
+    if cfg.model.get("conditional"):
+        validate_conditional(cfg.model.name, cfg.prior.name)
     if cfg.dataset.name == "tensor" and cfg.dataset.get("standardize") and cfg.loss.name == "bernoulli":
         raise ConfigError(
             "dataset.standardize=true gives values outside [0, 1], which loss=bernoulli cannot model: "
             "use loss=gaussian (e.g. loss.variance=global)"
+        )
+
+
+def validate_model(cfg: DictConfig) -> None:
+    """The architecture's combinations with the other training keys: its schema's `check_run`, where it
+    has one (model=vqvae's: its objective, no prior or posterior to choose, no KL to weigh)."""
+    check_run = getattr(OPTIONS["model"].get(cfg.model.name), "check_run", None)
+    if check_run is not None:
+        check_run(cfg)
+
+
+#: model.conditional=true: the priors that encode label-free pseudo-inputs, and the models of another seam
+LABEL_FREE_PRIORS, NOT_CONDITIONAL = ("vamp",), ("vqvae",)
+
+
+def validate_conditional(model: str, prior: str) -> None:
+    """model.conditional=true's combinations (vae_cli/models/conditional.py). Raises ConfigError."""
+    if model in NOT_CONDITIONAL:
+        raise ConfigError(f"model={model} has no conditional form: drop model.conditional=true")
+    if prior in LABEL_FREE_PRIORS:
+        raise ConfigError(
+            f"prior={prior} encodes pseudo-inputs, which have no label, and model.conditional=true's "
+            f"encoder needs one: use prior=standard or prior=mog"
         )
 
 

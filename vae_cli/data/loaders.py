@@ -162,11 +162,38 @@ class PerturbedBatches(BatchSource):
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         generator = None
-        for images in self.source:
+        for batch in self.source:
+            images, labels = split_batch(batch)
             if generator is None:
                 generator = torch.Generator(device=images.device)
                 generator.manual_seed(self.seed * 1_000_003 + self.sampler.epoch)
-            yield perturb_pixels(images, self.rate, generator, self.binary)
+            perturbed = perturb_pixels(images, self.rate, generator, self.binary)
+            yield perturbed if labels is None else (perturbed, labels)
+
+
+class LabelledBatches(BatchSource):
+    """The batches of another source, each with its examples' labels: (images, labels (B,) int64 on the
+    images' device), for a conditional model (vae_cli/models/conditional.py). The labels follow the
+    source's sampler, so they match in every order: shuffled, sharded over ranks, resumed mid-epoch."""
+
+    def __init__(self, source: BatchSource, labels: torch.Tensor) -> None:
+        self.source, self.labels = source, labels
+        self.sampler, self.num_examples = source.sampler, source.num_examples
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.source.set_epoch(epoch, start_batch)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order, size, labels = self.sampler.order(), self.sampler.batch_size, None
+        for start, images in zip(range(0, len(order), size), self.source, strict=True):
+            if labels is None:
+                labels, order = self.labels.to(images.device), order.to(images.device)
+            yield images, labels.index_select(0, order[start : start + size])
+
+
+def split_batch(batch: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(images, labels) of a batch from LabelledBatches; (images, None) of any other."""
+    return batch if isinstance(batch, tuple) else (batch, None)
 
 
 def default_num_workers() -> int:

@@ -7,6 +7,6 @@ from vae_cli.models.registry import MODELS, create_model
 from vae_cli.models.vae import VAE, VAEOutput
 
 # Importing the architecture modules registers them.
-from vae_cli.models import conv, mlp, resnet  # noqa: E402,F401  isort: skip
+from vae_cli.models import conv, ladder, mlp, resnet, vqvae  # noqa: E402,F401  isort: skip
 
 __all__ = ["MODELS", "POSTERIORS", "PRIORS", "VAE", "Posterior", "Prior", "VAEOutput", "create_model"]

@@ -60,6 +60,11 @@ class Stride2Layout(NamedTuple):
         """(channels, height, width) after the last layer: what the code is flattened from."""
         return (self.widths[-1], *self.sizes[-1])
 
+    @property
+    def flat(self) -> int:
+        """The size of the flattened last feature map."""
+        return math.prod(self.code_shape)
+
     def output_padding(self, i: int) -> tuple[int, int]:
         """The output_padding of the decoder's i-th transposed conv (retracing the encoder's last first)."""
         n = len(self.widths)
@@ -213,27 +218,45 @@ def build_conv(
     cfg: ModelConfig, image_shape: tuple[int, int, int], latent_dim: int, out_channels: int
 ) -> tuple[nn.Module, nn.Module]:
     layout = stride2_layout(cfg, image_shape)
-    k, pad, widths = layout.kernel, layout.pad, layout.widths
-    flat = math.prod(layout.code_shape)
+    encoder = nn.Sequential(*conv_trunk(cfg, image_shape, layout), nn.Linear(layout.flat, 2 * latent_dim))
+    return encoder, conv_decoder(cfg, layout, latent_dim, out_channels)
 
-    enc: list[nn.Module] = []
-    for c_in, c_out in zip([image_shape[0], *widths[:-1]], widths, strict=True):
-        enc += [StridedConv(c_in, c_out, k, 2, pad), activation(cfg.activation)]
-    encoder = nn.Sequential(*enc, nn.Flatten(), nn.Linear(flat, 2 * latent_dim))
 
+def conv_trunk(cfg: ModelConfig, image_shape: tuple[int, int, int], layout: Stride2Layout) -> list[nn.Module]:
+    """The encoder's stride-2 convs, each followed by the activation, then a flatten: (N, layout.flat)."""
+    layers: list[nn.Module] = []
+    for c_in, c_out in zip([image_shape[0], *layout.widths[:-1]], layout.widths, strict=True):
+        layers += [StridedConv(c_in, c_out, layout.kernel, 2, layout.pad), activation(cfg.activation)]
+    return [*layers, nn.Flatten()]
+
+
+def conv_decoder(cfg: ModelConfig, layout: Stride2Layout, latent_dim: int, out_channels: int) -> nn.Module:
+    """z (N, latent_dim) -> a dense layer to the trunk's last feature map, then the transposed convs that
+    retrace the encoder's sizes, the last to out_channels (no activation after it)."""
     dec: list[nn.Module] = [
-        nn.Linear(latent_dim, flat),
+        nn.Linear(latent_dim, layout.flat),
         activation(cfg.activation),
         nn.Unflatten(1, layout.code_shape),
     ]
-    rev = list(reversed(widths))
+    return ContiguousOutput(*dec, *transposed_stack(cfg, layout, out_channels))
+
+
+def transposed_stack(cfg: ModelConfig, layout: Stride2Layout, out_channels: int) -> list[nn.Module]:
+    """The decoder's transposed convs from the trunk's last feature map (layout.code_shape), retracing the
+    encoder's sizes, each but the last followed by the activation; the last to out_channels."""
+    layers: list[nn.Module] = []
+    rev = list(reversed(layout.widths))
     for i, c_in in enumerate(rev):
         last = i == len(rev) - 1
         c_out = out_channels if last else rev[i + 1]
-        dec.append(StridedConvTranspose(c_in, c_out, k, 2, pad, output_padding=layout.output_padding(i)))
+        layers.append(
+            StridedConvTranspose(
+                c_in, c_out, layout.kernel, 2, layout.pad, output_padding=layout.output_padding(i)
+            )
+        )
         if not last:
-            dec.append(activation(cfg.activation))
-    return encoder, ContiguousOutput(*dec)
+            layers.append(activation(cfg.activation))
+    return layers
 
 
 class ContiguousOutput(nn.Sequential):

@@ -3,6 +3,8 @@
     log_prob(z) (..., d) -> (...)          log p(z), in nats
     sample(n, generator, temperature)      (n, d) codes; temperature scales each Gaussian's spread
 
+prior=uniform, the uniform categorical prior, scores and draws the one-hot codes of posterior=categorical.
+
 The mixtures' log densities are a logsumexp over their components of log pi_k + log N(z; m_k, s_k^2).
 """
 
@@ -14,6 +16,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from vae_cli.config.posteriors import UNIFORM_ONLY
+from vae_cli.errors import ConfigError
 from vae_cli.models.posteriors import LOG_2PI, standard_normal
 from vae_cli.registry import Registry
 
@@ -53,6 +57,8 @@ class Prior(nn.Module):
 
     #: True for N(0, I): with the Gaussian posterior, the model takes the closed-form path
     standard: bool = False
+    #: True for a prior of one-hot codes (prior=uniform): it serves posterior=categorical only
+    categorical: bool = False
 
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
@@ -87,6 +93,40 @@ class StandardPrior(Prior):
     ) -> torch.Tensor:
         like = self._anchor.float()
         return temperature * standard_normal((n, self.latent_dim), like, generator)
+
+
+class UniformPrior(Prior):
+    """The uniform categorical prior of posterior=categorical: N = d / K independent variables, each uniform
+    over K classes, a code being their N one-hot blocks of K values:
+
+        log p(z) = -N log K   for every one-hot code (a relaxed code is scored as the one it rounds to)
+
+    K comes from the posterior it is paired with (`CategoricalPosterior.pair`). `temperature` has nothing
+    to scale: a uniform categorical has no spread."""
+
+    categorical = True
+
+    def __init__(self, latent_dim: int, classes: int | None = None) -> None:
+        super().__init__(latent_dim)
+        self.classes = classes
+        self.register_buffer("_anchor", torch.zeros(()), persistent=False)  # knows its device
+
+    @property
+    def variables(self) -> int:
+        if self.classes is None:
+            raise ConfigError(UNIFORM_ONLY)
+        return self.latent_dim // self.classes
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.full(z.shape[:-1], -self.variables * math.log(self.classes), device=z.device)
+
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0
+    ) -> torch.Tensor:
+        """n codes (n, d): each variable's class uniform, one-hot."""
+        device = self._anchor.device
+        classes = torch.randint(self.classes, (n, self.variables), generator=generator, device=device)
+        return nn.functional.one_hot(classes, self.classes).float().flatten(1)
 
 
 class MixturePrior(Prior):
@@ -162,3 +202,10 @@ def build_mog(cfg: object, latent_dim: int, image_shape: tuple[int, int, int], e
 @PRIORS.register("vamp")
 def build_vamp(cfg: object, latent_dim: int, image_shape: tuple[int, int, int], encoder: nn.Module) -> Prior:
     return VampPrior(latent_dim, cfg.pseudo_inputs, image_shape, encoder)
+
+
+@PRIORS.register("uniform")
+def build_uniform(
+    cfg: object, latent_dim: int, image_shape: tuple[int, int, int], encoder: nn.Module
+) -> Prior:
+    return UniformPrior(latent_dim)  # its K: the paired posterior's (CategoricalPosterior.pair)

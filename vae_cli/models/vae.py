@@ -1,6 +1,8 @@
 """The VAE: an encoder of x into the parameters (mu, logvar) of a diagonal Gaussian, a posterior q(z|x)
 built on them (vae_cli/models/posteriors.py), a prior p(z) (vae_cli/models/priors.py) and a decoder p(x|z).
 
+For posterior=categorical the encoder's two halves are (logits, unused) instead.
+
 The Gaussian posterior with the standard prior keeps its closed-form path: the reparameterised draw and
 the closed-form KL, nothing else (the tuned CPU step). Every other pair draws through the posterior and
 scores its draws under both densities, so the objectives estimate the KL by log q(z|x) - log p(z).
@@ -87,8 +89,12 @@ class VAE(nn.Module):
     ) -> VAEOutput:
         """Encode, draw `samples` codes per example and decode them. With samples > 1 (the importance-
         weighted objective), z is (samples, N, latent_dim) and params hold samples * N decodings.
-        log q and log p of the draws are computed when `densities` asks or no closed-form KL exists."""
+        log q and log p of the draws are computed when `densities` asks or no closed-form KL exists.
+        samples=0 draws nothing: z is the posterior's mean code, with no KL (the plain autoencoder)."""
         mu, logvar = self.encode(x)
+        if samples == 0:
+            z = self.posterior.mean((mu, logvar))
+            return VAEOutput(self.decode(z), mu, logvar, z)
         if self.closed_form and not densities and samples == 1:  # the tuned path
             z = self.reparameterize(mu, logvar, generator)
             return VAEOutput(self.decode(z), mu, logvar, z, kl_per_dim=gaussian_kl(mu, logvar))
@@ -101,8 +107,17 @@ class VAE(nn.Module):
     def kl_per_dim(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
         """KL per latent dimension (N, d), closed form: KL(q(z_j|x) || N(0, 1)). With a prior or a
         posterior that does not factorise over dimensions (a mixture, a flow) it is that of the encoder's
-        Gaussian, before any flow, to N(0, 1): which dimensions carry information, not a split of the KL."""
+        Gaussian, before any flow, to N(0, 1): which dimensions carry information, not a split of the KL.
+        posterior=categorical: its own closed form, each variable's KL to the uniform prior split equally
+        over its K code values (it sums to the KL)."""
+        if self.posterior.discrete:
+            return self.posterior.kl((mu, logvar), self.prior)
         return gaussian_kl(mu, logvar)
+
+    def at_step(self, step: int) -> None:
+        """The training loop's call before optimisation step `step`: the posterior's schedule (the
+        categorical posterior's annealed temperature) follows it."""
+        self.posterior.at_step(step)
 
     @torch.no_grad()
     def sample(

@@ -42,6 +42,7 @@ METRIC_COLUMNS = {
     "test_neg_elbo": ("test", "neg_elbo"),
     "active_units": ("test", "active_units"),
     "mig": ("test", "mig"),
+    "dci": ("test", "dci_disentanglement"),
     "best_epoch": ("best_epoch",),
     "epochs": ("epochs",),
     "wall_time_s": ("wall_time_s",),
@@ -224,13 +225,15 @@ STATUS_STYLE = {"done": "green", "failed": "bold red", "interrupted": "yellow", 
 
 def summary_table(rows: list[dict[str, Any]], title: str) -> Table:
     """The sweep at a glance: the swept values, the status, final losses (nats per example), active
-    units, MIG (when the data has factors) and each failure's error."""
+    units, MIG and DCI disentanglement (when the data has factors) and each failure's error."""
     params = param_columns(rows)
     has_mig = any(isinstance(r.get("mig"), int | float) for r in rows)
+    has_dci = any(isinstance(r.get("dci"), int | float) for r in rows)
     has_error = any(r.get("error") for r in rows)
     table = Table(
         title=title,
-        caption="losses in nats per example; recon, KL, active units, MIG: the best checkpoint on the test split",
+        caption="losses in nats per example; recon, KL, active units, MIG, DCI: the best checkpoint on the test "
+        "split",
     )
     table.add_column("job", justify="right")
     for p in params:
@@ -240,6 +243,8 @@ def summary_table(rows: list[dict[str, Any]], title: str) -> Table:
         table.add_column(name, justify="right")
     if has_mig:
         table.add_column("MIG", justify="right")
+    if has_dci:
+        table.add_column("DCI", justify="right")
     if has_error:
         table.add_column("error", overflow="fold", max_width=60)
     for r in rows:
@@ -250,6 +255,8 @@ def summary_table(rows: list[dict[str, Any]], title: str) -> Table:
         cells += [_num(r.get("test_kl")), cell_text(r.get("active_units"))]
         if has_mig:
             cells.append(_num(r.get("mig"), 3))
+        if has_dci:
+            cells.append(_num(r.get("dci"), 3))
         if has_error:
             cells.append(str(r.get("error") or ""))
         table.add_row(*cells)

@@ -35,17 +35,20 @@ from vae_cli.console import (
 )
 from vae_cli.data import BatchSource, DataBundle, create_dataset, make_batches, prepare_batch
 from vae_cli.data.base import check_loss_range
-from vae_cli.data.loaders import PerturbedBatches, corrupt
+from vae_cli.data.loaders import LabelledBatches, PerturbedBatches, corrupt, split_batch
 from vae_cli.errors import ConfigError, Interrupted, TrainingStopped, VaeError
 from vae_cli.estimators import encode_split
 from vae_cli.io import write_json
 from vae_cli.likelihoods import create_likelihood
 from vae_cli.metrics import representation_metrics
 from vae_cli.models import VAE, create_model
-from vae_cli.objectives import OBJECTIVES, Terms, beta_at
+from vae_cli.models.conditional import conditioned, data_classes, with_labels
+from vae_cli.models.vqvae import is_vqvae
+from vae_cli.objectives import OBJECTIVES, Terms, beta_at, draws_no_codes
 from vae_cli.paths import background_dir
 from vae_cli.pictures import shown_and_input
 from vae_cli.tensorboard import TensorBoard, log_hparams
+from vae_cli.training.code_prior_stage import fit_code_prior
 from vae_cli.training.distributed import Dist, init_distributed, shutdown
 from vae_cli.training.meter import Interval, IntervalMeter
 from vae_cli.training.optim import create_optimizer, create_scheduler
@@ -95,6 +98,8 @@ class Run:
     resume_path: Path | None = None
     #: the automatic defaults this run resolved (vae_cli/config/auto.py), for metrics.json
     automatic: dict[str, Any] = field(default_factory=dict)
+    #: the objective's own model trained beside the VAE (FactorVAE's discriminator), else None
+    companion: Any = None
 
     @property
     def eval_model(self) -> VAE:
@@ -125,6 +130,8 @@ def train(cfg: DictConfig, run_dir: Path, before_epoch: Callable[[], None] | Non
             metrics = fit(run, train_batches, val_batches, run_dir)
             if tc.background:
                 metrics["background"] = fit_background(run, run_dir)
+            if is_vqvae(run.model):  # its second stage: the code prior (vae_cli/training/code_prior_stage.py)
+                metrics = fit_code_prior(run, run_dir, metrics)
         dist.barrier()  # every rank leaves together: no process group torn down while rank 0 still tests
         return metrics
     except torch.cuda.OutOfMemoryError:
@@ -148,9 +155,10 @@ def build_run(
     Run writing into run_dir, whose `stop` the caller enters around the training."""
     tc = cfg.train
     likelihood = create_likelihood(cfg.loss)
-    model = create_model(cfg.model, data.shape, cfg.latent_dim, likelihood, cfg.prior, cfg.posterior).to(
-        device
-    )
+    classes = data_classes(data) if cfg.model.get("conditional") else None  # model.conditional's labels
+    model = create_model(
+        cfg.model, data.shape, cfg.latent_dim, likelihood, cfg.prior, cfg.posterior, classes
+    ).to(device)
     if cfg.model.name in ("conv", "resnet") and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     train_batches, val_batches = (
@@ -167,15 +175,21 @@ def build_run(
         )
         for split in ("train", "val")
     )
+    if classes is not None:  # a conditional model: each batch with its labels, (images, labels)
+        train_batches = LabelledBatches(train_batches, data.train.labels)
+        val_batches = LabelledBatches(val_batches, data.val.labels)
     optimizer = create_optimizer(model, cfg)
     scheduler = create_scheduler(optimizer, cfg, len(train_batches))
     ema = (
         AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema), use_buffers=True) if tc.ema else None
     )
     scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "16-mixed")
+    companion = build_companion(cfg, device, dist)
     progress = Progress()
     if tc.resume:
-        progress = resume_from(Path(tc.resume), cfg, model, optimizer, scheduler, ema, scaler, run_dir, dist)
+        progress = resume_from(
+            Path(tc.resume), cfg, model, optimizer, scheduler, ema, scaler, run_dir, dist, companion
+        )
     wrapped = (
         DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
         if dist.enabled
@@ -197,8 +211,18 @@ def build_run(
         progress,
         GracefulStop(),  # entered by the caller, around the training: `with run.stop:`
         before_epoch=before_epoch,
+        companion=companion,
     )
     return run, train_batches, val_batches
+
+
+def build_companion(cfg: DictConfig, device: torch.device, dist: Dist) -> Any:
+    """The objective's own model, when it trains one beside the VAE (objective=factor: its
+    discriminator), seeded by `seed` alone: the same on every rank. None for the others."""
+    build = OBJECTIVES.get(cfg.objective.name).companion
+    if build is None:
+        return None
+    return build(OmegaConf.to_object(cfg.objective), cfg.latent_dim, device, dist, cfg.seed)
 
 
 # --- the background model of `vae score score=likelihood_ratio` -------------------------------------------
@@ -261,7 +285,9 @@ def fit(run: Run, train_batches: BatchSource, val_batches: BatchSource, run_dir:
             raise interrupted(run, {})
         run.epoch_seconds.append(time.perf_counter() - epoch_start)
         train_metrics = {**epoch_metrics, "examples_per_sec": len(run.data.train) / run.epoch_seconds[-1]}
-        val_metrics = mean_objective(run.eval_model, val_batches, run.data, run.cfg, run.device, run.dist)
+        val_metrics = mean_objective(
+            run.eval_model, val_batches, run.data, run.cfg, run.device, run.dist, run.companion
+        )
         progress.epoch = epoch + 1
         run.epoch_walls.append(time.perf_counter() - epoch_start)
         end_epoch(run, train_metrics, val_metrics, val_batches)
@@ -324,11 +350,13 @@ def train_epoch(run: Run, batches: BatchSource, warmup_steps: int) -> dict[str, 
             epoch=progress.epoch + 1,
             loss="...",
         )
-        for images in batches:
+        for batch in batches:
+            images, labels = split_batch(batch)  # labels: a conditional model's, else None
             x = prepare_batch(images, binarize)
             inputs = corrupt(x, tc.denoise, tc.noise_level, clamp=unit_range)  # denoising: clean target
             beta = beta_at(progress.step, cfg.beta, warmup_steps)
-            terms, loss, finite = train_step(run, tc, objective, objective_cfg, inputs, x, beta)
+            run.model.at_step(progress.step)  # the model's own schedules (posterior=categorical's tau)
+            terms, loss, finite = train_step(run, tc, objective, objective_cfg, inputs, x, beta, labels)
             progress.batch_in_epoch += 1
             bar.advance(task)
             if lines is not None:
@@ -337,7 +365,9 @@ def train_epoch(run: Run, batches: BatchSource, warmup_steps: int) -> dict[str, 
                 skip_nonfinite_step(run, float(loss.detach()))
                 continue
             optimizer_step(run, tc)
-            meter.record(loss, terms.recon.mean(), terms.kl.mean(), len(x), finite, progress.step)
+            meter.record(
+                loss, terms.recon.mean(), terms.kl.mean(), len(x), finite, progress.step, terms.extras
+            )
 
             at_interval = progress.step % tc.log_every == 0 or progress.batch_in_epoch == len(batches)
             stop_here = bool(run.stop.requested) and not run.dist.enabled  # one process stops at once
@@ -365,14 +395,27 @@ def train_step(
     inputs: torch.Tensor,
     x: torch.Tensor,
     beta: float,
+    labels: torch.Tensor | None = None,
 ) -> tuple[Terms, torch.Tensor, torch.Tensor]:
     """Forward and backward for one batch (gradients clipped when asked): (terms, loss, finite), where
-    `finite` (a device tensor) says whether the loss (and, when clipped, the gradient) is finite."""
-    with autocast(run.device, tc.precision):
-        terms = objective(run.model, inputs, objective_cfg, beta, target=x, forward=run.forward)
+    `finite` (a device tensor) says whether the loss (and, when clipped, the gradient) is finite.
+    `labels`: the batch's, which a conditional model sees (None: nothing is set)."""
+    with autocast(run.device, tc.precision), conditioned(run.model, labels):
+        terms = objective(
+            run.model,
+            inputs,
+            objective_cfg,
+            beta,
+            target=x,
+            forward=run.forward,
+            companion=run.companion,
+            step=run.progress.step,  # the objective's own schedules (objective=capacity's C)
+        )
         loss = terms.loss(beta, tc.free_bits, tc.trim or 0.0)
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
+    if run.companion is not None:  # FactorVAE: the discriminator's own step, on this batch's codes
+        terms = terms._replace(extras={**(terms.extras or {}), **run.companion.step(terms.codes)})
     finite = torch.isfinite(loss)
     if tc.grad_clip > 0 or tc.skip_nonfinite:
         run.scaler.unscale_(run.optimizer)
@@ -396,7 +439,7 @@ def optimizer_step(run: Run, tc: TrainConfig) -> None:
 def log_interval(run: Run, interval: Interval, beta: float) -> None:
     lr = run.optimizer.param_groups[0]["lr"]
     values = {"loss": interval.loss, "recon": interval.recon, "kl": interval.kl, "beta": beta, "lr": lr}
-    run.tb.scalars("train", values, run.progress.step)
+    run.tb.scalars("train", {**values, **interval.extras}, run.progress.step)
 
 
 def end_epoch(
@@ -416,7 +459,9 @@ def end_epoch(
         and tc.image_every
         and (progress.epoch % tc.image_every == 0 or progress.epoch == tc.epochs)
     ):
-        log_images(run.tb, run.eval_model, val_batches, run.data, run.cfg.seed, progress.step)
+        prior = not draws_no_codes(run.cfg)  # a plain autoencoder (objective=ae) has no prior to sample
+        prior = prior and not is_vqvae(run.model)  # (its code prior is fitted after these epochs)
+        log_images(run.tb, run.eval_model, val_batches, run.data, run.cfg.seed, progress.step, prior)
     is_best = not validated or val_metrics["loss"] < progress.best_val
     if is_best:
         progress.best_epoch = progress.epoch
@@ -459,7 +504,10 @@ def test_best(run: Run) -> dict[str, float]:
     model = run.eval_model
     best = run.ckpt_dir / "best.ckpt"
     if best.is_file():
-        model.load_state_dict(load_checkpoint(best, run.device)["model"])
+        ckpt = load_checkpoint(best, run.device)
+        model.load_state_dict(ckpt["model"])
+        if run.companion is not None and ckpt.get("companion"):
+            run.companion.load_state_dict(ckpt["companion"])  # the discriminator of that epoch
     test_batches = make_batches(
         data.test,
         eval_batch_size(tc.batch_size),
@@ -469,7 +517,8 @@ def test_best(run: Run) -> dict[str, float]:
         cfg.dataset.in_memory,
         tc.num_workers,
     )
-    metrics = mean_objective(model, test_batches, data, cfg, run.device)
+    test_batches = with_labels(test_batches, data.test, model)  # a conditional model's: (images, labels)
+    metrics = mean_objective(model, test_batches, data, cfg, run.device, companion=run.companion)
     if len(data.test):
         mu = encode_split(model, data.test, data.binarize, cfg.seed)
         metrics.update(representation_metrics(mu, data.test.factors))
@@ -485,52 +534,75 @@ def mean_objective(
     cfg: DictConfig,
     device: torch.device,
     dist: Dist | None = None,
+    companion: Any = None,
 ) -> dict[str, float]:
     """The training objective over a split, nats per example: loss (with the configured beta, and with
     train.trim each batch's trimmed mean, so that the anomalies of a contaminated validation split do
     not decide early stopping), recon, KL and negative ELBO (over every example), with z ~ q(z|x).
+    `companion` is the objective's own model (FactorVAE's discriminator, for its TC term), if any.
 
     A generator seeded the same way every time draws the noise, so the number moves only when the
     model does, and evaluation leaves the training RNG untouched. With several processes, each
-    evaluates its shard and the sums are all-reduced."""
+    evaluates its shard and the sums are all-reduced. The objective's own terms (Terms.extras: TC,
+    MMD, ...) are averaged too, under their names; with step=None its schedules are at their end."""
     tc = cfg.train
     objective, objective_cfg = OBJECTIVES.get(cfg.objective.name), OmegaConf.to_object(cfg.objective)
     model.eval()
     generator = torch.Generator(device=device).manual_seed(cfg.seed + (dist.rank if dist else 0))
     sums, n = torch.zeros(3, dtype=torch.float64, device=device), 0
-    for images in batches:
+    extra_sums: dict[str, torch.Tensor] = {}
+    for batch in batches:
+        images, labels = split_batch(batch)
         x = prepare_batch(images, data.binarize, generator)
         inputs = corrupt(x, tc.denoise, tc.noise_level, generator, clamp=data.unit_range)
-        with autocast(device, tc.precision):
-            terms = objective(model, inputs, objective_cfg, cfg.beta, target=x, generator=generator)
+        with autocast(device, tc.precision), conditioned(model, labels):
+            terms = objective(
+                model, inputs, objective_cfg, cfg.beta, target=x, generator=generator, companion=companion
+            )
             loss = terms.loss(cfg.beta, tc.free_bits, tc.trim or 0.0)  # trimmed like training's
         sums += torch.stack([loss * len(x), terms.recon.sum(), terms.kl.sum()]).double()
+        for name, value in (terms.extras or {}).items():
+            value = torch.as_tensor(value, device=device).double() * len(x)
+            extra_sums[name] = extra_sums[name] + value if name in extra_sums else value
         n += len(x)
-    totals = torch.cat([sums, torch.tensor([float(n)], dtype=torch.float64, device=device)])
+    names = list(extra_sums)
+    count = torch.tensor([float(n)], dtype=torch.float64, device=device)
+    totals = torch.cat([sums, count, *(extra_sums[k].reshape(1) for k in names)])
     if dist is not None:
         dist.sum(totals)
     model.train()
     if totals[3] == 0:  # an empty split (dataset.val_fraction=0, test_fraction=0): no numbers
         return {"loss": math.nan, "recon": math.nan, "kl": math.nan, "neg_elbo": math.nan}
-    loss, recon, kl = (totals[:3] / totals[3]).tolist()
-    return {"loss": loss, "recon": recon, "kl": kl, "neg_elbo": recon + kl}
+    loss, recon, kl, _, *extras = (totals / totals[3]).tolist()
+    means = dict(zip(names, extras, strict=True))
+    return {"loss": loss, "recon": recon, "kl": kl, "neg_elbo": recon + kl, **means}
 
 
 @torch.no_grad()
 def log_images(
-    tb: TensorBoard, model: VAE, val_batches: BatchSource, data: DataBundle, seed: int, step: int
+    tb: TensorBoard,
+    model: VAE,
+    val_batches: BatchSource,
+    data: DataBundle,
+    seed: int,
+    step: int,
+    prior: bool = True,
 ) -> None:
-    """Validation reconstructions (originals above reconstructions, z = mu) and prior samples.
+    """Validation reconstructions (originals above reconstructions, z = mu) and, when the model has a
+    prior (`prior`), prior samples.
 
     The originals are the real images (grey, never binarised); the reconstructions are of the model's
     input, binarised like the training data, as `vae reconstruct` and `vae score` show them."""
     model.eval()
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
-    images = next(iter(val_batches))[:32]
+    images, labels = split_batch(next(iter(val_batches)))
+    images, labels = images[:32], None if labels is None else labels[:32]
     shown, x = shown_and_input(images, data.binarize, generator)
-    tb.image_grid("val/reconstructions", interleave_rows(shown, model.reconstruct(x), 8), step)
-    tb.image_grid("samples/prior", model.sample(NUM_IMAGES, generator=generator), step)
+    with conditioned(model, labels):  # a conditional model: the examples' own labels
+        tb.image_grid("val/reconstructions", interleave_rows(shown, model.reconstruct(x), 8), step)
+    if prior:  # (a conditional model's samples take its classes in turn)
+        tb.image_grid("samples/prior", model.sample(NUM_IMAGES, generator=generator), step)
     model.train()
 
 

@@ -13,9 +13,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch.optim.swa_utils import AveragedModel
 
 from vae_cli.checkpoint import copy_checkpoint, load_checkpoint, restore_rng_states, rng_states
+from vae_cli.config import OPTIONS
 from vae_cli.config.legacy import upgrade_config
 from vae_cli.errors import ConfigError
 from vae_cli.models import VAE
+from vae_cli.models.conditional import classes_of
 from vae_cli.training.distributed import Dist
 from vae_cli.training.optim import with_kernels_of
 from vae_cli.training.runtime import seed_everything
@@ -41,6 +43,8 @@ class Progress:
     metrics: dict[str, dict[str, float]] = field(
         default_factory=dict
     )  # the last epoch's train and val metrics
+    stage: int = 1  # 2: model=vqvae's code prior is being fitted (vae_cli/training/code_prior_stage.py)
+    code_prior: dict[str, Any] | None = None  # stage two's state: its counters, weights and optimiser
 
 
 def checkpoint_payload(
@@ -55,8 +59,12 @@ def checkpoint_payload(
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
         "scaler": run.scaler.state_dict(),
+        # the objective's own model and its optimiser (FactorVAE's discriminator), for an exact resume
+        "companion": run.companion.state_dict() if run.companion is not None else None,
         "epoch": p.epoch,
         "step": p.step,
+        "stage": p.stage,
+        "code_prior": p.code_prior,
         "batch_in_epoch": p.batch_in_epoch,
         "partial": p.partial,
         "skipped": p.skipped,
@@ -68,6 +76,8 @@ def checkpoint_payload(
         "image_shape": list(run.model.image_shape),
         "data_stats": run.data.stats,
         "feature_names": run.data.feature_names,
+        # model.conditional: the one-hot's classes, from which load_model rebuilds the model (else None)
+        "classes": classes.payload() if (classes := classes_of(run.model)) is not None else None,
     }
 
 
@@ -81,16 +91,24 @@ def resume_from(
     scaler: torch.amp.GradScaler,
     run_dir: Path,
     dist: Dist,
+    companion: Any = None,
 ) -> Progress:
-    """Restore model, optimiser, counters and RNG states; carry the old run's best.ckpt over."""
+    """Restore model, optimiser, counters and RNG states (and the objective's `companion`, FactorVAE's
+    discriminator, when it has one); carry the old run's best.ckpt over."""
     ckpt = load_checkpoint(path)
     saved = upgrade_config(ckpt["config"])  # a checkpoint from before per-option schemas: their keys
     current = OmegaConf.to_container(cfg, resolve=True)
-    changed = [k for k in MODEL_DEFINING_KEYS if saved.get(k) != current.get(k)]
+    changed = [k for k in MODEL_DEFINING_KEYS if defining(saved, k) != defining(current, k)]
     if changed:
         raise ConfigError(
             f"train.resume={path} was trained with different {', '.join(changed)}: "
             f"use the same settings as that run (see its .hydra/config.yaml)"
+        )
+    if ckpt.get("stage", 1) > 1 and ckpt["epoch"] != cfg.train.epochs:
+        raise ConfigError(
+            f"{path} finished its {ckpt['epoch']} epochs and was fitting model=vqvae's code prior to their "
+            f"codes: train.epochs={cfg.train.epochs} would change the codes under it; keep train.epochs="
+            f"{ckpt['epoch']} (a new run trains longer)"
         )
     if ckpt["epoch"] > cfg.train.epochs:
         raise ConfigError(
@@ -116,6 +134,8 @@ def resume_from(
         ):  # a new lr or weight decay on the command line wins (e.g. after divergence)
             group["lr"], group["weight_decay"] = cfg.train.lr, cfg.train.weight_decay
     scaler.load_state_dict(ckpt["scaler"])
+    if companion is not None:
+        restore_companion(companion, ckpt.get("companion"), path, cfg.objective.name)
     progress = Progress(
         ckpt["epoch"],
         ckpt["step"],
@@ -125,6 +145,8 @@ def resume_from(
         ckpt["best_epoch"],
         ckpt["skipped"],
         dict(ckpt.get("metrics") or {}),
+        ckpt.get("stage", 1),
+        ckpt.get("code_prior"),
     )
     if ckpt.get("world_size", 1) == dist.world_size == 1:
         restore_rng_states(ckpt["rng"])  # the exact continuation of a single-process run
@@ -150,3 +172,29 @@ def resume_from(
         progress.step,
     )
     return progress
+
+
+def defining(config: dict[str, Any], key: str) -> Any:
+    """The part of config[key] that defines the model: a model section without the keys its schema marks
+    as training-only (`training_keys`: model=vqvae's prior_epochs and prior_lr may change on resume)."""
+    section = config.get(key)
+    if key != "model" or not isinstance(section, dict):
+        return section
+    schema = OPTIONS["model"].get(section.get("name"))
+    return {k: v for k, v in section.items() if k not in getattr(schema, "training_keys", ())}
+
+
+def restore_companion(companion: Any, state: dict[str, Any] | None, path: Path, objective: str) -> None:
+    """The objective's own model (FactorVAE's discriminator) as `path` saved it; afresh when it saved
+    none (a run of another objective); one line when it does not fit (other objective.* sizes)."""
+    if not state:
+        log.info("%s has no state for objective=%s's own model: it starts afresh", path, objective)
+        return
+    try:
+        companion.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(
+            f"train.resume={path}: objective={objective}'s own model there does not fit this one ({first[:200]}): "
+            f"use the same objective settings as that run (see its .hydra/config.yaml)"
+        ) from None
