@@ -46,7 +46,6 @@ generator seeded the same way.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gzip
 import math
 import os
@@ -71,7 +70,7 @@ from torch.utils.flop_counter import FlopCounterMode
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # runs from a checkout without installing
 
-from vae_cli.console import quiet  # noqa: E402
+from vae_cli.console import cpu_name, quiet  # noqa: E402
 from vae_cli.data.mnist import FILES, read_idx, write_idx  # noqa: E402
 from vae_cli.training.runtime import available_cores, cpu_features, describe_cpu_features  # noqa: E402
 
@@ -717,14 +716,6 @@ def print_row(r: dict) -> None:
 def floor2(x: float) -> float:
     """Rounded down to 2 decimals: a 2.996x that misses a 3x target never prints as 3.00x."""
     return math.floor(x * 100) / 100
-
-
-def cpu_name() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def report(rows: list[dict], matmul_gflops: float) -> Table:

@@ -36,7 +36,6 @@ are those `vae evaluate` runs with (torch's default, OMP_NUM_THREADS if set) unl
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import platform
@@ -54,7 +53,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # runs from a checkout without installing
 
-from vae_cli.console import quiet  # noqa: E402
+from vae_cli.console import cpu_name, quiet  # noqa: E402
 from vae_cli.data.base import ImageSplit, Split  # noqa: E402
 from vae_cli.errors import VaeError  # noqa: E402
 from vae_cli.estimators import estimate_split  # noqa: E402
@@ -145,14 +144,6 @@ def architecture(model: VAE) -> str:
     sizes = [m.in_features for m in model.encoder.modules() if isinstance(m, torch.nn.Linear)]
     net = "-".join(map(str, [*sizes, model.latent_dim])) + " MLP" if sizes else type(model.encoder).__name__
     return f"{net}, {type(model.likelihood).__name__} likelihood, prior={type(model.prior).__name__}"
-
-
-def cpu_name() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 # ------------------------------------------------------------------------------ the two measurements

@@ -146,3 +146,16 @@ def metrics_table(title: str, rows: Mapping[str, Mapping[str, float]]) -> Table:
 
 def fmt(value: float) -> str:
     return f"{value:.2f}" if abs(value) < 1e5 else f"{value:.3g}"
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else what platform knows: for benchmark headers."""
+    import contextlib
+    import platform
+    from pathlib import Path
+
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()

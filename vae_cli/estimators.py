@@ -31,8 +31,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple
 
 import torch
 
@@ -85,6 +85,19 @@ class ProgressLog:
             duration(left),
         )
         self.last, self.logged_tenths = now, tenths
+
+
+def with_progress(batches: Sequence[Any], label: str) -> Iterator[Any]:
+    """Each of `batches`, with a bar in a terminal; elsewhere (no bar is drawn there) lines in the log,
+    with the time left."""
+    lines = None if console.is_terminal else ProgressLog(label, len(batches))
+    with batch_progress(label, eta=True) as bar:
+        task = bar.add_task(label, total=len(batches))
+        for batch in batches:
+            yield batch
+            bar.advance(task)
+            if lines is not None:
+                lines.advance()
 
 
 class ImportanceEstimate(NamedTuple):
@@ -227,41 +240,35 @@ def estimate_split(
     batches = with_labels(make_batches(split, batch_size, False, seed, device, in_memory), split, model)
     columns: dict[str, list[torch.Tensor]] = {}
     likelihoods = [model.likelihood] if discrete is None else [model.likelihood, discrete]
-    # A bar in a terminal; elsewhere (no bar is drawn there) lines in the log, with the time left.
-    lines = None if console.is_terminal else ProgressLog(label, len(batches))
-    with batch_progress(label, eta=True) as bar:
-        task = bar.add_task(label, total=len(batches))
-        for images in each_conditioned(model, batches):  # (a conditional model: the batch's labels set)
-            x = prepare_batch(images, binarize, data_generator)
-            mu, logvar = model.encode(x)
-            est, *also = importance_weighted_bounds(
-                model, x, k, likelihoods, chunk, noise_generator, posterior=(mu, logvar)
-            )
-            kl_per_dim = model.kl_per_dim(mu, logvar).double()
-            # the KL in closed form where it has one, else estimated on the bound's k draws
-            kl = kl_per_dim.sum(1) if model.closed_form else -est.log_prior_ratio
-            recon = -est.log_px_given_z
-            code = model.posterior.mean((mu, logvar))
-            batch = {
-                "recon": recon,
-                "kl": kl,
-                "neg_elbo": recon + kl,
-                "iwae_nll": -est.log_px,
-                "kl_per_dim": kl_per_dim,
-                "mu": code.float(),
-            }
-            for other in also:
-                batch["discrete_recon"] = -other.log_px_given_z
-                batch["discrete_neg_elbo"] = -other.log_px_given_z + kl
-                batch["discrete_iwae_nll"] = -other.log_px
-            if recon_error:
-                mean = model.likelihood.mean(model.decode(code)).float()
-                batch["recon_error"] = (x.float() - mean).pow(2).flatten(1).sum(1).double()
-            for name, values in batch.items():
-                columns.setdefault(name, []).append(values.cpu())
-            bar.advance(task)
-            if lines is not None:
-                lines.advance()
+    # (a conditional model: each batch's labels set while its body runs)
+    for images in each_conditioned(model, with_progress(batches, label)):
+        x = prepare_batch(images, binarize, data_generator)
+        mu, logvar = model.encode(x)
+        est, *also = importance_weighted_bounds(
+            model, x, k, likelihoods, chunk, noise_generator, posterior=(mu, logvar)
+        )
+        kl_per_dim = model.kl_per_dim(mu, logvar).double()
+        # the KL in closed form where it has one, else estimated on the bound's k draws
+        kl = kl_per_dim.sum(1) if model.closed_form else -est.log_prior_ratio
+        recon = -est.log_px_given_z
+        code = model.posterior.mean((mu, logvar))
+        batch = {
+            "recon": recon,
+            "kl": kl,
+            "neg_elbo": recon + kl,
+            "iwae_nll": -est.log_px,
+            "kl_per_dim": kl_per_dim,
+            "mu": code.float(),
+        }
+        for other in also:
+            batch["discrete_recon"] = -other.log_px_given_z
+            batch["discrete_neg_elbo"] = -other.log_px_given_z + kl
+            batch["discrete_iwae_nll"] = -other.log_px
+        if recon_error:
+            mean = model.likelihood.mean(model.decode(code)).float()
+            batch["recon_error"] = (x.float() - mean).pow(2).flatten(1).sum(1).double()
+        for name, values in batch.items():
+            columns.setdefault(name, []).append(values.cpu())
     return {name: torch.cat(values) for name, values in columns.items()}
 
 
@@ -319,20 +326,14 @@ def reconstruct_split(
     data_generator = torch.Generator(device=device).manual_seed(seed)
     batches = with_labels(make_batches(split, batch_size, False, seed, device, in_memory), split, model)
     columns: dict[str, list[torch.Tensor]] = {"recon": [], "recon_error": [], "mu": []}
-    lines = None if console.is_terminal else ProgressLog(label, len(batches))
-    with batch_progress(label, eta=True) as bar:
-        task = bar.add_task(label, total=len(batches))
-        for images in each_conditioned(model, batches):
-            x = prepare_batch(images, binarize, data_generator)
-            code = model.code(x)
-            params = model.decode(code)
-            mean = model.likelihood.mean(params).float()
-            columns["recon"].append(model.likelihood.nll(params, x).double().cpu())
-            columns["recon_error"].append((x.float() - mean).pow(2).flatten(1).sum(1).double().cpu())
-            columns["mu"].append(code.float().cpu())
-            bar.advance(task)
-            if lines is not None:
-                lines.advance()
+    for images in each_conditioned(model, with_progress(batches, label)):
+        x = prepare_batch(images, binarize, data_generator)
+        code = model.code(x)
+        params = model.decode(code)
+        mean = model.likelihood.mean(params).float()
+        columns["recon"].append(model.likelihood.nll(params, x).double().cpu())
+        columns["recon_error"].append((x.float() - mean).pow(2).flatten(1).sum(1).double().cpu())
+        columns["mu"].append(code.float().cpu())
     if not columns["mu"]:
         empty = torch.empty(0, dtype=torch.float64)
         return {"recon": empty, "recon_error": empty, "mu": torch.empty(0, model.latent_dim)}
@@ -365,36 +366,30 @@ def code_bound_split(
     data_generator = torch.Generator(device=device).manual_seed(seed)
     batches = make_batches(split, batch_size, False, seed, device, in_memory)
     columns: dict[str, list[torch.Tensor]] = {}
-    lines = None if console.is_terminal else ProgressLog(label, len(batches))
-    with batch_progress(label, eta=True) as bar:
-        task = bar.add_task(label, total=len(batches))
-        for images in batches:
-            x = prepare_batch(images, binarize, data_generator)
-            indices = model.indices(x)
-            z = model.lookup(indices)
-            params = model.decode(z)
-            recon = model.likelihood.nll(params, x).double()
-            per_position = -model.code_prior.log_prob_per_position(indices).double()
-            kl = per_position.sum(1)
-            batch = {
-                "recon": recon,
-                "kl": kl,
-                "neg_elbo": recon + kl,
-                "iwae_nll": recon + kl,
-                "kl_per_dim": per_position,
-                "mu": z.float(),
-                "indices": indices,
-            }
-            if discrete is not None:
-                discrete_recon = discrete.nll(params, x).double()
-                batch["discrete_recon"] = discrete_recon
-                batch["discrete_neg_elbo"] = batch["discrete_iwae_nll"] = discrete_recon + kl
-            if recon_error:
-                mean = model.likelihood.mean(params).float()
-                batch["recon_error"] = (x.float() - mean).pow(2).flatten(1).sum(1).double()
-            for name, values in batch.items():
-                columns.setdefault(name, []).append(values.cpu())
-            bar.advance(task)
-            if lines is not None:
-                lines.advance()
+    for images in with_progress(batches, label):
+        x = prepare_batch(images, binarize, data_generator)
+        indices = model.indices(x)
+        z = model.lookup(indices)
+        params = model.decode(z)
+        recon = model.likelihood.nll(params, x).double()
+        per_position = -model.code_prior.log_prob_per_position(indices).double()
+        kl = per_position.sum(1)
+        batch = {
+            "recon": recon,
+            "kl": kl,
+            "neg_elbo": recon + kl,
+            "iwae_nll": recon + kl,
+            "kl_per_dim": per_position,
+            "mu": z.float(),
+            "indices": indices,
+        }
+        if discrete is not None:
+            discrete_recon = discrete.nll(params, x).double()
+            batch["discrete_recon"] = discrete_recon
+            batch["discrete_neg_elbo"] = batch["discrete_iwae_nll"] = discrete_recon + kl
+        if recon_error:
+            mean = model.likelihood.mean(params).float()
+            batch["recon_error"] = (x.float() - mean).pow(2).flatten(1).sum(1).double()
+        for name, values in batch.items():
+            columns.setdefault(name, []).append(values.cpu())
     return {name: torch.cat(values) for name, values in columns.items()}
