@@ -29,9 +29,9 @@ VARIANTS = {
         "objective=iwae",
         "objective.k=3",
     ],
-    "ladder": ["model=ladder", "model.form=conv", "model.layers=[3]", "model.hidden_dims=[16,8]"],
-    "ladder_vamp_iaf": [
+    "ladder_vamp_iaf": [  # (the dense form is trained in tests/models/test_ladder.py)
         "model=ladder",
+        "model.form=conv",
         "model.layers=[3]",
         "model.hidden_dims=[16,8]",
         "prior=vamp",
