@@ -11,24 +11,16 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.cli import REPO
+from tests.helpers.data import TINY_TRAIN
 from vae_cli.cli import compose_config
 from vae_cli.config import validate_train_config
 from vae_cli.sweep.summary import collect
 
 #: tiny synthetic data (test split above DCI's minimum) and a tiny MLP, in place of the benchmark's budget
 TINY_BUDGET = [
-    "dataset=synthetic",
-    "dataset.size=300",
+    *(o for o in TINY_TRAIN if not o.startswith(("dataset.val_size=", "dataset.test_size="))),
     "dataset.val_size=40",
     "dataset.test_size=120",
-    "dataset.image_size=16",
-    "model=mlp",
-    "latent_dim=4",
-    "train.epochs=1",
-    "train.batch_size=32",
-    "train.image_every=0",
-    "train.num_workers=0",
-    "device=cpu",
 ]
 
 
