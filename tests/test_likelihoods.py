@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -422,3 +423,60 @@ def test_logistic_on_uint8_pixels_passes_and_train_stops_on_floats(tmp_path: Pat
     with pytest.raises(ConfigError, match="^loss=logistic models 8-bit pixels"):
         train(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def _autoregressive(shape: tuple[int, int, int], seed: int = 0):
+    lik = create_likelihood(LossConfig(name="bernoulli", autoregressive=True))
+    lik.bind(shape)
+    with torch.no_grad():
+        lik.weight.normal_(generator=torch.Generator().manual_seed(seed))
+    return lik
+
+
+def test_autoregressive_bernoulli_is_a_distribution_over_binary_images() -> None:
+    """exp log p(x|z) over all 2^4 binary 2x2 images sums to 1 for random logits and weights (only a
+    strictly lower-triangular W keeps it normalised), and each factor is torch's Bernoulli given the
+    pixels before it."""
+    lik = _autoregressive((1, 2, 2))
+    params = 2 * torch.randn(3, 1, 1, 2, 2, generator=torch.Generator().manual_seed(1))
+    images = torch.tensor(list(itertools.product([0.0, 1.0], repeat=4))).view(16, 1, 2, 2)
+    log_p = lik.log_prob(params, images)  # (3, 16): every image under each of the three decodings
+    torch.testing.assert_close(log_p.logsumexp(1), torch.zeros(3), atol=1e-5, rtol=0)
+    w = lik.weight.detach().tril(-1)
+    flat, logits = images.flatten(1), params.flatten(-3)  # (16, 4), (3, 1, 4)
+    expected = Bernoulli(logits=logits + flat @ w.T).log_prob(flat).sum(-1)
+    torch.testing.assert_close(log_p, expected)
+    torch.testing.assert_close(lik.nll(params, images), -expected)
+
+
+def test_autoregressive_bernoulli_starts_as_the_plain_one_and_learns_only_the_lower_triangle() -> None:
+    lik = create_likelihood(LossConfig(name="bernoulli", autoregressive=True))
+    lik.bind((1, 3, 3))
+    params = torch.randn(5, 1, 3, 3)
+    x = torch.bernoulli(torch.full((5, 1, 3, 3), 0.5))
+    torch.testing.assert_close(lik.log_prob(params, x), BernoulliLikelihood().log_prob(params, x))
+    torch.testing.assert_close(lik.mean(params), torch.sigmoid(params))
+    lik.nll(params, x).sum().backward()
+    assert lik.weight.grad.triu().abs().max() == 0 and lik.weight.grad.tril(-1).abs().max() > 0
+
+
+def test_autoregressive_bernoulli_draws_follow_its_probabilities_and_are_seeded() -> None:
+    lik = _autoregressive((1, 2, 2), seed=3)
+    params = torch.tensor([0.5, -1.0, 0.3, 1.2]).view(1, 1, 2, 2)
+    images = torch.tensor(list(itertools.product([0.0, 1.0], repeat=4))).view(16, 1, 2, 2)
+    probs = lik.log_prob(params, images).exp().detach()  # (16,)
+    draws = lik.sample(params.expand(40_000, 1, 2, 2), torch.Generator().manual_seed(0))
+    index = (draws.flatten(1) * torch.tensor([8.0, 4.0, 2.0, 1.0])).sum(1).long()
+    freq = torch.bincount(index, minlength=16) / len(index)
+    assert (freq - probs).abs().max() < 0.01  # 3.5 standard errors at the largest probability
+    again = lik.sample(params.expand(40_000, 1, 2, 2), torch.Generator().manual_seed(0))
+    assert torch.equal(draws, again)
+
+
+def test_autoregressive_bernoulli_mean_feeds_each_probability_forward() -> None:
+    """The image shown for a code: pixel 1's probability sees pixel 0's probability in its place."""
+    lik = _autoregressive((1, 1, 2))
+    params = torch.tensor([[[[0.4, -0.7]]]])
+    p0 = torch.sigmoid(torch.tensor(0.4))
+    p1 = torch.sigmoid(-0.7 + lik.weight[1, 0].detach() * p0)
+    torch.testing.assert_close(lik.mean(params).flatten(), torch.stack([p0, p1]))

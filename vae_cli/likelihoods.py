@@ -41,6 +41,10 @@ class Likelihood(nn.Module):
         """A draw x ~ p(x|z)."""
         raise NotImplementedError
 
+    def bind(self, image_shape: tuple[int, int, int]) -> None:
+        """Called once the data's shape (C, H, W) is known, before the model's weights are loaded: where a
+        likelihood's own parameters depend on it (loss.autoregressive's pixel-to-pixel weights)."""
+
     def on_8bit_data(self) -> Likelihood | None:
         """The likelihood that scores 8-bit pixels as the discrete data they are, a distribution over each
         pixel's 256 levels, from the same decoder outputs; None where there is none (Bernoulli: a
@@ -73,6 +77,66 @@ class Bernoulli(Likelihood):
 
     def sample(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.bernoulli(self.mean(params), generator=generator)
+
+
+class AutoregressiveBernoulli(Bernoulli):
+    """loss=bernoulli loss.autoregressive=true: each pixel's logit adds a linear function of the pixels
+    before it in raster order (channel, row, column), the visible autoregressive connections of DARN
+    (Gregor et al. 2014), a fully visible sigmoid belief net whose biases the decoder gives:
+
+        p(x|z) = prod_i Bern(x_i; sigmoid(l_i(z) + sum_{j<i} W_ij x_j))
+
+    with W strictly lower-triangular, starting at zero (a plain Bernoulli). Each factor is a Bernoulli
+    given the pixels before it, so p(x|z) is normalised over binary images and every bound stays a bound.
+    Scoring x is one matrix product per image, shared by all k decodings; a draw (and the image shown
+    for a code) goes pixel by pixel. The decoder keeps what is global (the digit), W what is local
+    (strokes continue), which a factorised likelihood cannot say given z."""
+
+    def bind(self, image_shape: tuple[int, int, int]) -> None:
+        d = math.prod(image_shape)
+        self.weight = nn.Parameter(torch.zeros(d, d))
+        self.register_buffer("mask", torch.ones(d, d).tril_(-1), persistent=False)
+
+    def _masked(self) -> torch.Tensor:
+        if not hasattr(self, "weight"):
+            raise RuntimeError("AutoregressiveBernoulli.bind(image_shape) was not called")
+        return self.weight * self.mask
+
+    def _logits(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The decoder's logits (..., C, H, W) plus W x: x (N, C, H, W) broadcasts over the leading draws."""
+        context = x.float().flatten(-3) @ self._masked().T
+        return params.float() + context.view(x.shape)
+
+    def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return super().nll(self._logits(params, x), x)
+
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return super().log_prob(self._logits(params, x), x)
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        """The image shown for a code: each pixel's probability given the probabilities before it in place
+        of pixels (a mean-field pass; the exact E[x|z] sums over every earlier pixel's value)."""
+        return self._pixel_by_pixel(params, None, draw=False)
+
+    def sample(self, params: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self._pixel_by_pixel(params, generator, draw=True)
+
+    @torch.no_grad()
+    def _pixel_by_pixel(
+        self, params: torch.Tensor, generator: torch.Generator | None, draw: bool
+    ) -> torch.Tensor:
+        """Ancestral pass in raster order: pixel i's logit is complete once pixels < i are set, and each set
+        pixel adds its column of W to the logits after it."""
+        logits = params.float().reshape(-1, math.prod(params.shape[-3:])).clone()
+        weight = self._masked().float()
+        out = torch.empty_like(logits)
+        for i in range(logits.shape[1]):
+            p = torch.sigmoid(logits[:, i])
+            if draw:
+                p = (torch.rand(p.shape, generator=generator, device=p.device) < p).float()
+            out[:, i] = p
+            logits[:, i + 1 :].addr_(p, weight[i + 1 :, i])
+        return out.view(params.shape)
 
 
 class Gaussian(Likelihood):
@@ -382,7 +446,7 @@ class BernoulliNLL(torch.autograd.Function):
 
 @LIKELIHOODS.register("bernoulli")
 def _bernoulli(cfg: LossConfig) -> Likelihood:
-    return Bernoulli()
+    return AutoregressiveBernoulli() if cfg.autoregressive else Bernoulli()
 
 
 @LIKELIHOODS.register("gaussian")

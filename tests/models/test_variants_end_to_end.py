@@ -29,6 +29,12 @@ VARIANTS = {
         "objective=iwae",
         "objective.k=3",
     ],
+    "vamp_autoregressive": [
+        "prior=vamp",
+        "prior.pseudo_inputs=6",
+        "loss=bernoulli",
+        "loss.autoregressive=true",
+    ],
     "ladder_vamp_iaf": [  # (the dense form is trained in tests/models/test_ladder.py)
         "model=ladder",
         "model.form=conv",

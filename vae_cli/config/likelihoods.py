@@ -35,6 +35,12 @@ class BernoulliConfig(LossConfig):
     """Bernoulli likelihood (BCE with logits), for binary or [0, 1] pixels."""
 
     name: str = key("bernoulli", NAME)
+    autoregressive: bool = key(
+        False,
+        "add to each pixel's logit a learned linear function of the pixels before it in raster order "
+        "(DARN's visible connections, Gregor et al. 2014): still a normalised likelihood of binary images, "
+        "scored in one pass; drawing goes pixel by pixel",
+    )
 
 
 @option("loss", "gaussian")

@@ -144,10 +144,18 @@ class IafStep(nn.Module):
         # start near the identity: sigma = sigmoid(s) close to 1 (the paper's forget-gate bias)
         nn.init.constant_(self.context_out.bias[d:], 2.0)
 
-    def forward(self, z: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """z' and log |det dz'/dz| (z's leading shape)."""
-        hidden = self.act(self.hidden(z) + self.context_hidden(h))
-        m, s = (self.out(hidden) + self.context_out(h)).chunk(2, dim=-1)
+    def conditioning(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The context's share of the hidden units and of [m, s], once per example (N, .): it broadcasts
+        over the k draws of z, which need not carry k copies of it."""
+        return self.context_hidden(h), self.context_out(h)
+
+    def forward(
+        self, z: torch.Tensor, conditioning: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """z' and log |det dz'/dz| (z's leading shape (..., N)), given `conditioning(h)`."""
+        context_hidden, context_out = conditioning
+        hidden = self.act(self.hidden(z) + context_hidden)
+        m, s = (self.out(hidden) + context_out).chunk(2, dim=-1)
         log_sigma = nn.functional.logsigmoid(s)
         sigma = log_sigma.exp()
         return sigma * z + (1 - sigma) * m, log_sigma.sum(-1)
@@ -163,12 +171,12 @@ class IafPosterior(Posterior):
 
     def flow(self, z: torch.Tensor, h: Params) -> tuple[torch.Tensor, torch.Tensor]:
         """z0 (..., N, d) through every step: (z_T, the summed log |det| (..., N))."""
-        context = torch.cat([t.float() for t in h], dim=-1).expand(*z.shape[:-1], -1)
+        context = torch.cat([t.float() for t in h], dim=-1)  # (N, 2d)
         log_det = z.new_zeros(z.shape[:-1])
         for i, step in enumerate(self.steps):
             if i:
                 z = z.flip(-1)  # each step conditions on the other order
-            z, ld = step(z, context)
+            z, ld = step(z, step.conditioning(context))
             log_det = log_det + ld
         if len(self.steps) % 2 == 0:
             z = z.flip(-1)  # back to the dimensions' own order (an odd count ends in it already)

@@ -57,6 +57,7 @@ def create_model(
             f"use model=mlp"
         )
     out_channels = likelihood.param_channels * image_shape[0]
+    likelihood.bind(tuple(image_shape))
     # --- model.conditional (vae_cli/models/conditional.py): the architecture built for [x, y] and [z, y]
     conditional = bool(getattr(cfg, "conditional", False))
     if conditional:
