@@ -15,7 +15,7 @@ from vae_cli.config import OPTIONS, LadderConfig
 from vae_cli.errors import ConfigError
 from vae_cli.likelihoods import create_likelihood
 from vae_cli.models import create_model
-from vae_cli.models.ladder import precision_weighted
+from vae_cli.models.ladder import FeatureNorm, precision_weighted
 from vae_cli.objectives import elbo_terms, iwae_terms
 
 SHAPE = (1, 12, 12)
@@ -152,3 +152,32 @@ def test_hidden_dims_must_give_one_width_per_layer() -> None:
     default = create_model(OmegaConf.structured(LadderConfig(layers=[8, 4])), SHAPE, 2, bernoulli)
     assert [head.in_features for head in default.encoder.heads] == [512, 256, 128]
     assert [head.out_features for head in default.encoder.heads] == [16, 8, 4]
+
+
+def test_feature_norm_normalises_the_last_dimension_over_every_leading_one() -> None:
+    torch.manual_seed(0)
+    norm, flat = FeatureNorm(6), torch.nn.BatchNorm1d(6)
+    x = torch.randn(4, 5, 6) * 3 + 1  # k=4 draws of N=5 codes
+    torch.testing.assert_close(norm(x), flat(x.reshape(20, 6)).view(4, 5, 6))
+    torch.testing.assert_close(norm.running_mean, flat.running_mean)
+    before = norm.running_mean.clone()
+    row = torch.randn(1, 6)
+    one = norm(row)  # a batch of one row has no variance: the running statistics serve, unchanged
+    expected = (row - before) / torch.sqrt(norm.running_var + norm.eps) * norm.weight + norm.bias
+    torch.testing.assert_close(one, expected)
+    assert torch.equal(norm.running_mean, before)
+
+
+def test_a_ladder_with_batchnorm_trains_and_evaluates_from_its_running_statistics() -> None:
+    model = ladder(batchnorm=True)
+    # two dense layers in each of: the 3 bottom-up blocks, the decoder and the 2 top-down networks
+    assert sum(isinstance(m, FeatureNorm) for m in model.modules()) == 2 * (3 + 1 + 2)
+    x = torch.rand(5, *SHAPE).round()
+    iwae_terms(model, x, k=4).loss(1.0).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    model.eval()  # in evaluation an image's Gaussians do not depend on the rest of its batch
+    torch.testing.assert_close(model.encoder(x[:1]), model.encoder(x)[:1])
+    z = torch.randn(5, sum(LAYERS) + TOP)
+    torch.testing.assert_close(model.decoder(z[:1]), model.decoder(z)[:1])
+    torch.testing.assert_close(model.prior.log_prob(z[:1]), model.prior.log_prob(z)[:1])
+    assert model.sample(3).shape == (3, *SHAPE)

@@ -136,6 +136,11 @@ class LadderConfig(ModelConfig):
         [32, 64], "form=conv: the bottom block's channels, one stride-2 layer each", check=SIZES
     )
     kernel_size: int = _kernel_size()
+    batchnorm: bool = key(
+        False,
+        "batch normalisation after each dense layer of the blocks (bottom-up, top-down and the decoder's), "
+        "as Sønderby et al. train their ladders; evaluation uses the running statistics",
+    )
 
 
 # --- model=vqvae: a sibling of the VAE (vae_cli/models/vqvae.py), its own objective and code prior -------

@@ -38,9 +38,26 @@ from vae_cli.models.registry import MODELS, activation
 BOTTOM_WIDTH = 512
 
 
-def dense_block(n_in: int, width: int, act: str) -> list[nn.Module]:
-    """Two dense layers of `width`, each followed by the activation."""
-    return [nn.Linear(n_in, width), activation(act), nn.Linear(width, width), activation(act)]
+class FeatureNorm(nn.BatchNorm1d):
+    """Batch normalisation of the last dimension over every leading one: the top-down networks see codes
+    of k draws per example, (k, N, d), which nn.BatchNorm1d would read as N channels."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, x.shape[-1])
+        if self.training and len(rows) == 1:  # a batch of one has no variance: its running statistics
+            rows = nn.functional.batch_norm(
+                rows, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            )
+            return rows.view(x.shape)
+        return super().forward(rows).view(x.shape)
+
+
+def dense_block(n_in: int, width: int, act: str, norm: bool = False) -> list[nn.Module]:
+    """Two dense layers of `width`, each followed by batch normalisation (`norm`) and the activation."""
+    layers: list[nn.Module] = []
+    for n in (n_in, width):
+        layers += [nn.Linear(n, width), *([FeatureNorm(width)] if norm else []), activation(act)]
+    return layers
 
 
 def precision_weighted(
@@ -210,26 +227,28 @@ def build_ladder(
     dims = [*cfg.layers, latent_dim]
     widths = layer_widths(cfg, dims)
     c, h, w = image_shape
-    act = cfg.activation
+    act, norm = cfg.activation, bool(getattr(cfg, "batchnorm", False))
     if cfg.form == "conv":
         layout = stride2_layout(cfg, image_shape)
         bottom = nn.Sequential(*conv_trunk(cfg, image_shape, layout), nn.Linear(layout.flat, widths[0]))
         bottom.append(activation(act))
         net = conv_decoder(cfg, layout, dims[0], out_channels)
     else:
-        bottom = nn.Sequential(nn.Flatten(), *dense_block(math.prod(image_shape), widths[0], act))
+        bottom = nn.Sequential(nn.Flatten(), *dense_block(math.prod(image_shape), widths[0], act, norm))
         net = nn.Sequential(
-            *dense_block(dims[0], widths[0], act),
+            *dense_block(dims[0], widths[0], act, norm),
             nn.Linear(widths[0], out_channels * h * w),
             nn.Unflatten(1, (out_channels, h, w)),
         )
     blocks = [bottom] + [
-        nn.Sequential(*dense_block(widths[i - 1], widths[i], act)) for i in range(1, len(dims))
+        nn.Sequential(*dense_block(widths[i - 1], widths[i], act, norm)) for i in range(1, len(dims))
     ]
     heads = [nn.Linear(width, 2 * d) for width, d in zip(widths, dims, strict=True)]
     # p(z_i | z_{i+1}) through the width of the layer above (Burda et al.'s p(h1|h2) mirrors q(h2|h1))
     conditionals = [
-        nn.Sequential(*dense_block(dims[i + 1], widths[i + 1], act), nn.Linear(widths[i + 1], 2 * dims[i]))
+        nn.Sequential(
+            *dense_block(dims[i + 1], widths[i + 1], act, norm), nn.Linear(widths[i + 1], 2 * dims[i])
+        )
         for i in range(len(dims) - 1)
     ]
     return BottomUp(blocks, heads, dims), LadderDecoder(dims, conditionals, net)
