@@ -207,6 +207,13 @@ def iwae_log_likelihood(
 
 
 @torch.inference_mode()
+def squared_error(likelihood: Likelihood, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """recon_error per example (N,) float64: the sum over data dimensions of (x - E[x|z])^2, E[x|z] the
+    image the likelihood shows for the decoder's `params`."""
+    mean = likelihood.mean(params).float()
+    return (x.float() - mean).pow(2).flatten(1).sum(1).double()
+
+
 def estimate_split(
     model: VAE,
     split: Split,
@@ -265,8 +272,7 @@ def estimate_split(
             batch["discrete_neg_elbo"] = -other.log_px_given_z + kl
             batch["discrete_iwae_nll"] = -other.log_px
         if recon_error:
-            mean = model.likelihood.mean(model.decode(code)).float()
-            batch["recon_error"] = (x.float() - mean).pow(2).flatten(1).sum(1).double()
+            batch["recon_error"] = squared_error(model.likelihood, model.decode(code), x)
         for name, values in batch.items():
             columns.setdefault(name, []).append(values.cpu())
     return {name: torch.cat(values) for name, values in columns.items()}
@@ -330,9 +336,8 @@ def reconstruct_split(
         x = prepare_batch(images, binarize, data_generator)
         code = model.code(x)
         params = model.decode(code)
-        mean = model.likelihood.mean(params).float()
         columns["recon"].append(model.likelihood.nll(params, x).double().cpu())
-        columns["recon_error"].append((x.float() - mean).pow(2).flatten(1).sum(1).double().cpu())
+        columns["recon_error"].append(squared_error(model.likelihood, params, x).cpu())
         columns["mu"].append(code.float().cpu())
     if not columns["mu"]:
         empty = torch.empty(0, dtype=torch.float64)
@@ -388,8 +393,7 @@ def code_bound_split(
             batch["discrete_recon"] = discrete_recon
             batch["discrete_neg_elbo"] = batch["discrete_iwae_nll"] = discrete_recon + kl
         if recon_error:
-            mean = model.likelihood.mean(params).float()
-            batch["recon_error"] = (x.float() - mean).pow(2).flatten(1).sum(1).double()
+            batch["recon_error"] = squared_error(model.likelihood, params, x)
         for name, values in batch.items():
             columns.setdefault(name, []).append(values.cpu())
     return {name: torch.cat(values) for name, values in columns.items()}
